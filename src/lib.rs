@@ -3,4 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod counters;
+pub mod phy;
+pub mod replay;
+pub mod synth;
 pub mod wire;

@@ -136,3 +136,29 @@ pub struct Meta {
     /// For ICMP errors: the flow the error is about.
     pub quoted: Option<Quoted>,
 }
+
+/// Classifies one frame (placeholder until the wire layer lands: everything is `Other`).
+pub fn classify(frame: &[u8], _link: LinkType) -> Result<Meta, Drop> {
+    if frame.len() < 14 {
+        return Err(Drop::EthTruncated);
+    }
+    Ok(Meta {
+        class: Class::Other,
+        l3: 14,
+        l4: frame.len() as u16,
+        end: frame.len() as u16,
+        vlan: [0; 2],
+        af: Af::V4,
+        proto: 0,
+        src: IpAddr::from([0, 0, 0, 0]),
+        dst: IpAddr::from([0, 0, 0, 0]),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        ttl: 0,
+        frag: Frag::None,
+        quoted: None,
+    })
+}
