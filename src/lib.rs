@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod counters;
+pub mod ctl;
 pub mod phy;
 pub mod replay;
 pub mod synth;
