@@ -142,6 +142,24 @@ impl Ownership {
         ip_accept(self.balancing, self.lsmask, self.lscount, pkt)
     }
 
+    /// `carp_ourether`: whether a frame to `dst` is for this carp interface. Balancing `arp`:
+    /// the virtual MAC of any vhost that is MASTER here. Otherwise the interface lladdr, when
+    /// the leader is MASTER or balancing is ip/ip-stealth/ip-unicast (every node takes the
+    /// frame and `accept` decides per packet).
+    pub fn accepts_frame(&self, dst: [u8; 6]) -> bool {
+        if self.balancing == Balancing::Arp {
+            return self
+                .macs
+                .iter()
+                .take(usize::from(self.lscount))
+                .enumerate()
+                .any(|(i, m)| {
+                    *m == dst && self.lsmask.checked_shr(i as u32).unwrap_or(0) & 1 == 1
+                });
+        }
+        dst == self.lladdr && (self.leader_master || self.balancing.is_ip())
+    }
+
     /// `carp_iamatch`: the sender hardware address to answer an ARP request for one of our
     /// virtual IPv4 addresses with, or `None` to stay silent. Balancing `arp` hashes the
     /// requester's MAC to a vhost and answers only if that vhost is MASTER here, with its own
@@ -171,6 +189,7 @@ impl Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::classify::{Af, Class, Frag, Quoted};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn v4(a: [u8; 4]) -> IpAddr {
@@ -259,6 +278,118 @@ mod tests {
                 ip_accept(Balancing::Ip, 0b10, 2, &p)
             );
         }
+    }
+
+    fn meta(src: IpAddr, dst: IpAddr, quoted: Option<Quoted>) -> Meta {
+        Meta {
+            class: Class::Ipv4Icmp,
+            l3: 14,
+            l4: 34,
+            end: 70,
+            vlan: [0; 2],
+            af: Af::V4,
+            proto: 1,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp_type: 3,
+            icmp_code: 4,
+            ttl: 64,
+            frag: Frag::None,
+            quoted,
+        }
+    }
+
+    #[test]
+    fn inbound_from_meta() {
+        let router = v4([203, 0, 113, 1]);
+        let vip = v4([198, 18, 0, 100]);
+        let client = v4([192, 0, 2, 10]);
+        // Fragmentation-needed from a router about our reply vip -> client.
+        let q = Quoted {
+            l3: 42,
+            l4: 62,
+            proto: 6,
+            src: vip,
+            dst: client,
+            sport: 25,
+            dport: 4000,
+        };
+        assert_eq!(
+            Inbound::from_meta(&meta(router, vip, Some(q)), false),
+            Inbound::IcmpError {
+                quoted_dst: client,
+                outer_dst: vip
+            }
+        );
+        // It is owned by the node that owns the flow client <-> vip.
+        let e = Inbound::from_meta(&meta(router, vip, Some(q)), false);
+        let f = Inbound::Unicast {
+            src: client,
+            dst: vip,
+        };
+        for mask in 0..8u32 {
+            assert_eq!(
+                ip_accept(Balancing::Ip, mask, 3, &e),
+                ip_accept(Balancing::Ip, mask, 3, &f)
+            );
+        }
+        assert_eq!(Inbound::from_meta(&meta(client, vip, None), false), f);
+        assert_eq!(
+            Inbound::from_meta(&meta(client, vip, None), true),
+            Inbound::Cast
+        );
+        assert_eq!(
+            Inbound::from_meta(&meta(client, v4([224, 0, 0, 18]), None), false),
+            Inbound::Cast
+        );
+    }
+
+    #[test]
+    fn frame_acceptance() {
+        let mut macs = [[0u8; 6]; MAX_NODES];
+        macs[0] = [0, 0, 0x5e, 0, 1, 1];
+        macs[1] = [0, 0, 0x5e, 0, 1, 2];
+        let o = Ownership {
+            balancing: Balancing::None,
+            lsmask: 0,
+            lscount: 1,
+            leader_master: false,
+            macs,
+            lladdr: macs[0],
+            hashkey: [0; 2],
+            key_head: [0; 4],
+        };
+        assert!(!o.accepts_frame(macs[0]), "backup: not ours");
+        assert!(o.arp_reply([2; 6]).is_none());
+        let m = Ownership {
+            leader_master: true,
+            lsmask: 1,
+            ..o
+        };
+        assert!(m.accepts_frame(macs[0]));
+        assert_eq!(m.arp_reply([2; 6]), Some(macs[0]));
+        assert!(!m.accepts_frame(macs[1]));
+        let ip = Ownership {
+            balancing: Balancing::Ip,
+            lscount: 2,
+            lladdr: [1, 0, 0x5e, 0, 1, 1],
+            ..o
+        };
+        assert!(
+            ip.accepts_frame([1, 0, 0x5e, 0, 1, 1]),
+            "ip balancing: every node takes it"
+        );
+        let arp = Ownership {
+            balancing: Balancing::Arp,
+            lscount: 2,
+            lsmask: 0b10,
+            ..o
+        };
+        assert!(arp.accepts_frame(macs[1]));
+        assert!(!arp.accepts_frame(macs[0]));
     }
 
     #[test]

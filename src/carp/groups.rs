@@ -101,6 +101,15 @@ impl Groups {
         u8::try_from(s.min(255)).unwrap_or(u8::MAX)
     }
 
+    /// Pushes the current sums into `ifaces` after a change (masters whose advertised value
+    /// moves advertise at once).
+    pub fn refresh(&self, now: std::time::Duration, ifaces: &mut [super::Interface]) {
+        for i in ifaces {
+            let sum = self.sum(i.groups());
+            i.set_group_demote(now, sum);
+        }
+    }
+
     /// Every non-zero counter, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u8)> {
         self.counters.iter().map(|(k, v)| (k.as_str(), *v))
@@ -151,6 +160,39 @@ mod tests {
             g.adjust_saturating("pfsync", -1000),
             Change { old: 255, new: 0 }
         );
+    }
+
+    #[test]
+    fn refresh_feeds_each_interface_its_own_groups() {
+        use super::super::{Interface, InterfaceConfig, NodeConfig, State, Transmit};
+        use std::time::Duration;
+        let mk = |vhid: u8, groups: &[&str]| {
+            let mut i = Interface::new(&InterfaceConfig {
+                nodes: vec![NodeConfig { vhid, advskew: 0 }],
+                v4: vec![std::net::Ipv4Addr::new(198, 18, 0, vhid)],
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+            i.set_up(Duration::ZERO, true);
+            i.force_state(Duration::ZERO, State::Master);
+            while i.poll_transmit().is_some() {}
+            i
+        };
+        let mut ifaces = [mk(1, &[]), mk(2, &["dmz"])];
+        let mut g = Groups::new();
+        g.adjust("dmz", 2).unwrap();
+        g.refresh(Duration::from_secs(1), &mut ifaces);
+        assert_eq!(ifaces[0].demote(), 0);
+        assert_eq!(ifaces[1].demote(), 2);
+        assert!(ifaces[0].poll_transmit().is_none(), "unchanged: no ad");
+        assert!(matches!(
+            ifaces[1].poll_transmit(),
+            Some(Transmit::Advert { repr, .. }) if repr.demote == 2
+        ));
+        g.adjust_saturating(CARP_GROUP, 1);
+        g.refresh(Duration::from_secs(2), &mut ifaces);
+        assert_eq!([ifaces[0].demote(), ifaces[1].demote()], [1, 3]);
     }
 
     #[test]
