@@ -479,22 +479,40 @@ impl Interface {
             Af::V6 => Stat::IPackets6,
         };
         self.out.stats.add(stat.index(), 1);
-        let r =
-            precheck(rx).and_then(|repr| Ok((self.validate(&repr, rx.af, rx.multicast)?, repr)));
-        match r {
-            Ok((i, repr)) => {
-                let sh = self.shared();
-                if let Some(v) = self.vhosts.get_mut(i) {
-                    v.handle_advert(now, &repr, rx.af, &sh, &mut self.out);
-                }
-                self.update_lsmask();
-                Ok(())
-            }
-            Err(e) => {
-                self.rejects.add(e.index(), 1);
-                Err(e)
-            }
+        let r = precheck(rx).and_then(|repr| self.handle_repr(now, rx.af, rx.multicast, &repr));
+        if let Err(e) = r {
+            self.rejects.add(e.index(), 1);
         }
+        r
+    }
+
+    /// The part of [`Self::handle_advert`] after [`precheck`], for a caller that already
+    /// parsed and checked the header (e.g. one that tries several carp interfaces on the same
+    /// parent with [`Self::has_vhid`]). Rejects are returned, not counted.
+    pub fn handle_repr(
+        &mut self,
+        now: Duration,
+        af: Af,
+        multicast: bool,
+        repr: &Repr,
+    ) -> Result<(), Reject> {
+        let i = self.validate(repr, af, multicast)?;
+        let sh = self.shared();
+        if let Some(v) = self.vhosts.get_mut(i) {
+            v.handle_advert(now, repr, af, &sh, &mut self.out);
+        }
+        self.update_lsmask();
+        Ok(())
+    }
+
+    /// Whether a vhost with `vhid` is configured here.
+    pub fn has_vhid(&self, vhid: u8) -> bool {
+        self.vhosts.iter().any(|v| v.vhid() == vhid)
+    }
+
+    /// IPv4 destination of advertisements: the unicast `carppeer` or 224.0.0.18.
+    pub fn destination_v4(&self) -> Ipv4Addr {
+        self.peer.unwrap_or(wire::GROUP_V4)
     }
 
     /// The per-interface checks after [`precheck`] (`carp_proto_input_c`): vhid (and peer
