@@ -33,6 +33,7 @@ impl Rng {
 }
 
 struct Host {
+    cfg: InterfaceConfig,
     iface: Interface,
     groups: Groups,
     alive: bool,
@@ -87,6 +88,7 @@ impl Sim {
                     .collect();
                 Host {
                     iface: Interface::new(&c).expect("valid config"),
+                    cfg: c,
                     groups: Groups::new(),
                     alive: true,
                 }
@@ -121,6 +123,13 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         self.hosts[i].alive = false;
         self.inflight.retain(|p| p.to != i);
+    }
+
+    /// Boots a crashed host afresh (same config and cookies, all state lost).
+    fn reboot(&mut self, i: usize) {
+        self.hosts[i].iface = Interface::new(&self.hosts[i].cfg).expect("valid config");
+        self.hosts[i].groups = Groups::new();
+        self.start(i);
     }
 
     /// `ifconfig carpN down`: the bow-out.
@@ -649,4 +658,75 @@ fn wrong_passphrase_is_rejected_and_both_become_master() {
     assert_eq!(sim.masters(1), [0, 1]);
     assert!(sim.hosts[1].iface.rejects().get(Reject::BadAuth.index()) > 0);
     assert!(sim.hosts[0].iface.rejects().get(Reject::BadAuth.index()) > 0);
+}
+
+/// Seeded chaos: crashes, reboots, partitions, bow-outs and demotions at random; after every
+/// disruption the network is healed and left quiet for 15 s, and then exactly one live host
+/// must be MASTER.
+#[test]
+fn chaos_always_settles_to_one_master() {
+    for seed in 100..108 {
+        let preempt = seed % 2 == 0;
+        let cfgs = [0u8, 30, 60, 90]
+            .iter()
+            .map(|&skew| config(&[(1, skew)], preempt))
+            .collect();
+        let mut sim = Sim::new(seed, 20, cfgs);
+        sim.start_all();
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let mut up = [true; 4];
+        let mut demoted = [false; 4];
+        sim.run_until(10 * S);
+        for round in 0..25 {
+            let h = (rng.next() % 4) as usize;
+            match rng.next() % 6 {
+                0 if sim.hosts[h].alive && up.iter().filter(|u| **u).count() > 1 => {
+                    sim.crash(h);
+                    up[h] = false;
+                }
+                1 if !up[h] => {
+                    sim.reboot(h);
+                    up[h] = true;
+                    demoted[h] = false;
+                }
+                2 => {
+                    let (a, b): (Vec<usize>, Vec<usize>) = (0..4).partition(|&i| i <= h);
+                    sim.partition(&a, &b, false);
+                    sim.run_until(sim.now + 5 * S);
+                    let alive_a = a.iter().any(|&i| up[i]);
+                    let alive_b = b.iter().any(|&i| up[i]);
+                    if alive_a && alive_b {
+                        assert_eq!(
+                            sim.masters(1).len(),
+                            2,
+                            "seed {seed} round {round}: one per side"
+                        );
+                    }
+                }
+                3 if up[h] && sim.hosts[h].alive && up.iter().filter(|u| **u).count() > 1 => {
+                    sim.bow_out(h);
+                    sim.run_until(sim.now + 2 * S);
+                    sim.start(h);
+                }
+                4 if up[h] => {
+                    sim.demote(h, "carp", if demoted[h] { -1 } else { 1 });
+                    demoted[h] = !demoted[h];
+                }
+                _ => {}
+            }
+            sim.run_until(sim.now + S + Duration::from_micros(rng.next() % 1_000_000));
+            sim.partition(&[0, 1, 2, 3], &[0, 1, 2, 3], true);
+            sim.run_until(sim.now + 15 * S);
+            let m = sim.masters(1);
+            assert_eq!(m.len(), 1, "seed {seed} round {round}: masters {m:?}");
+            assert!(up[m[0]]);
+        }
+        // The only rejects: ads heard while bowed out (down is not running: badvhid).
+        let vhid_rejects: u64 = sim
+            .hosts
+            .iter()
+            .map(|h| h.iface.rejects().get(Reject::BadVhid.index()))
+            .sum();
+        assert_eq!(sim.rejects(), vhid_rejects, "seed {seed}");
+    }
 }
