@@ -17,6 +17,16 @@
 //! [`crate::wire::carp::Packet::new_checked`], and every rejected advertisement has a named
 //! [`Reject`] counter (OpenBSD's carpstats names).
 //!
+//! # Where carpio differs from OpenBSD, on purpose
+//! - Becoming MASTER drops the pending master-down timers (OpenBSD leaves them armed and
+//!   ignores them in MASTER): same behaviour, honest `poll_timeout`.
+//! - Any change of the advertised demotion makes masters advertise at once (OpenBSD does so
+//!   when a group goes 0 → 1 or a demotion is set): peers also learn of an un-demotion
+//!   without waiting an interval.
+//! - An ad carrying our own cookie is counted as `loop`, not `badauth`.
+//! - The unsolicited NA is queued at takeover, not when the carp link state next goes up.
+//! - The ARP-balancing hash key reads SHA-1 words little-endian (OpenBSD: host order).
+//!
 //! [`Duration`]: std::time::Duration
 
 pub mod balance;
