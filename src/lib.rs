@@ -2,6 +2,7 @@
 //! and relayd(8) to Linux. See `DESIGN.md` in the shared folder for the architecture.
 #![deny(unsafe_code)]
 
+pub mod carp;
 pub mod counters;
 pub mod ctl;
 pub mod phy;

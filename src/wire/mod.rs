@@ -5,5 +5,6 @@
 //! the boundary; after that nothing in carpio indexes a frame out of bounds or panics on input
 //! from the network.
 
+pub mod carp;
 pub mod checksum;
 pub mod classify;
