@@ -7,3 +7,4 @@
 
 pub mod checksum;
 pub mod classify;
+pub mod pfsync;
