@@ -153,12 +153,29 @@ impl Sim {
         let f = FlowState {
             id,
             proto,
-            client: (addr(0, (id.id % 250) as u8 + 1), 1024 + (self.rng.below(60000) as u16)),
+            client: (
+                addr(0, (id.id % 250) as u8 + 1),
+                1024 + (self.rng.below(60000) as u16),
+            ),
             vip: (addr(1, 1), if tcp { 25 } else { 53 }),
-            backend: (addr(2, 1 + self.rng.below(4) as u8), if tcp { 25 } else { 53 }),
-            forward: if self.rng.chance(500) { Forward::Nat } else { Forward::Route },
-            src: Peer { state: src, seqlo: self.rng.next() as u32, ..Default::default() },
-            dst: Peer { state: dst, ..Default::default() },
+            backend: (
+                addr(2, 1 + self.rng.below(4) as u8),
+                if tcp { 25 } else { 53 },
+            ),
+            forward: if self.rng.chance(500) {
+                Forward::Nat
+            } else {
+                Forward::Route
+            },
+            src: Peer {
+                state: src,
+                seqlo: self.rng.next() as u32,
+                ..Default::default()
+            },
+            dst: Peer {
+                state: dst,
+                ..Default::default()
+            },
             timeout,
             created: now,
             expire: now + Duration::from_secs(u64::from(timeout_secs(timeout))),
@@ -197,7 +214,11 @@ impl Sim {
             f.dst.seqlo = f.dst.seqlo.wrapping_add(1 + (pick % 777) as u32);
         } else {
             f.src.state = udp::MULTIPLE;
-            f.dst.state = if f.dst.state == udp::NO_TRAFFIC { udp::SINGLE } else { udp::MULTIPLE };
+            f.dst.state = if f.dst.state == udp::NO_TRAFFIC {
+                udp::SINGLE
+            } else {
+                udp::MULTIPLE
+            };
         }
         f.timeout = timeout_for(f.proto, f.src.state, f.dst.state);
         f.expire = now + Duration::from_secs(u64::from(timeout_secs(f.timeout)));
@@ -293,7 +314,11 @@ impl Sim {
                 }
             }
             for i in 0..self.nodes.len() {
-                if self.nodes[i].up && self.nodes[i].r.poll_timeout().is_some_and(|t| t <= self.now)
+                if self.nodes[i].up
+                    && self.nodes[i]
+                        .r
+                        .poll_timeout()
+                        .is_some_and(|t| t <= self.now)
                 {
                     let now = self.now;
                     self.nodes[i].r.handle_timeout(now);
@@ -319,7 +344,11 @@ impl Sim {
     /// A clean link from now on, then long enough for zombies of lost DEL_Cs to expire while
     /// creators keep their live flows refreshed.
     fn settle(&mut self) {
-        self.link = Link { loss: 0, dup: 0, jitter_ms: 2 };
+        self.link = Link {
+            loss: 0,
+            dup: 0,
+            jitter_ms: 2,
+        };
         // Refresh a few times first so missed INS/UPD are pulled in by UPD_REQ.
         // Zombies of lost DEL_Cs can live a day (PFTM_TCP_ESTABLISHED): run in chunks and stop
         // early once the flow sets agree.
@@ -337,24 +366,41 @@ impl Sim {
     }
 
     fn sets_agree(&self) -> bool {
-        let expect: BTreeSet<FlowId> =
-            self.nodes.iter().flat_map(|n| n.own_live.iter().copied()).collect();
-        self.nodes.iter().all(|n| n.table.keys().copied().collect::<BTreeSet<_>>() == expect)
+        let expect: BTreeSet<FlowId> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.own_live.iter().copied())
+            .collect();
+        self.nodes
+            .iter()
+            .all(|n| n.table.keys().copied().collect::<BTreeSet<_>>() == expect)
     }
 
     fn assert_converged(&self) {
-        let expect: BTreeSet<FlowId> =
-            self.nodes.iter().flat_map(|n| n.own_live.iter().copied()).collect();
+        let expect: BTreeSet<FlowId> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.own_live.iter().copied())
+            .collect();
         assert!(!expect.is_empty(), "the simulation created no flows");
         let first = &self.nodes[0].table;
         for (i, n) in self.nodes.iter().enumerate() {
             let ids: BTreeSet<FlowId> = n.table.keys().copied().collect();
-            assert_eq!(ids, expect, "node {i}: flow set differs from the live flows");
+            assert_eq!(
+                ids, expect,
+                "node {i}: flow set differs from the live flows"
+            );
             for (id, f) in &n.table {
                 let g = &first[id];
-                assert!(f.same_flow(g), "node {i} flow {id:?}: {f:?} != node 0's {g:?}");
+                assert!(
+                    f.same_flow(g),
+                    "node {i} flow {id:?}: {f:?} != node 0's {g:?}"
+                );
                 let m = n.r.flow(id).expect("mirror has the flow");
-                assert!(m.same_flow(f), "node {i}: mirror and table disagree on {id:?}");
+                assert!(
+                    m.same_flow(f),
+                    "node {i}: mirror and table disagree on {id:?}"
+                );
             }
             assert_eq!(n.r.flows().count(), n.table.len(), "node {i}: mirror size");
             assert_eq!(n.demote, 0, "node {i}: demotion given back");
@@ -364,7 +410,11 @@ impl Sim {
 }
 
 fn lossy() -> Link {
-    Link { loss: 100, dup: 50, jitter_ms: 8 }
+    Link {
+        loss: 100,
+        dup: 50,
+        jitter_ms: 8,
+    }
 }
 
 fn traffic_phase(sim: &mut Sim, secs: u64) {
@@ -400,18 +450,32 @@ fn three_nodes_active_active_converge() {
         sim.assert_converged();
     }
     // Nodes update each other's flows, so the keep-ours-if-ahead path must have run.
-    assert!(stale > 0, "no stale updates: the merge path was not exercised");
+    assert!(
+        stale > 0,
+        "no stale updates: the merge path was not exercised"
+    );
 }
 
 #[test]
 fn node_joining_mid_traffic_gets_bulk_and_undemotes() {
     for seed in 200..202 {
-        let mut sim = Sim::new(seed, 3, Link { loss: 0, dup: 0, jitter_ms: 3 });
+        let mut sim = Sim::new(
+            seed,
+            3,
+            Link {
+                loss: 0,
+                dup: 0,
+                jitter_ms: 3,
+            },
+        );
         sim.up(0);
         sim.up(1);
         traffic_phase(&mut sim, 3);
         let before = sim.nodes[0].table.len();
-        assert!(before > 10, "seed {seed}: only {before} flows before the join");
+        assert!(
+            before > 10,
+            "seed {seed}: only {before} flows before the join"
+        );
         sim.up(2);
         assert_eq!(sim.nodes[2].demote, 32);
         traffic_phase(&mut sim, 2);
@@ -458,7 +522,11 @@ fn restarted_node_relearns_the_table() {
             up: false,
             released: 0,
         };
-        sim.link = Link { loss: 0, dup: 0, jitter_ms: 3 };
+        sim.link = Link {
+            loss: 0,
+            dup: 0,
+            jitter_ms: 3,
+        };
         sim.up(1);
         let end = sim.now + Duration::from_secs(2);
         sim.run(end, None, |_, _| {});
@@ -469,7 +537,10 @@ fn restarted_node_relearns_the_table() {
             .iter()
             .filter(|id| sim.nodes[1].table.contains_key(id))
             .count();
-        assert!(back > 0 && back <= own_before, "seed {seed}: {back} of {own_before} came back");
+        assert!(
+            back > 0 && back <= own_before,
+            "seed {seed}: {back} of {own_before} came back"
+        );
         assert_eq!(
             sim.nodes[1].table.keys().collect::<Vec<_>>(),
             sim.nodes[0].table.keys().collect::<Vec<_>>(),
@@ -486,7 +557,10 @@ fn restarted_node_relearns_the_table() {
 fn deferred_first_packets_are_all_released() {
     let mut sim = Sim::new(7, 2, lossy());
     for n in &mut sim.nodes {
-        n.r = Replicator::new(ReplicatorConfig { defer: true, ..cfg(n.r.config().creatorid) });
+        n.r = Replicator::new(ReplicatorConfig {
+            defer: true,
+            ..cfg(n.r.config().creatorid)
+        });
     }
     sim.up(0);
     sim.up(1);
@@ -494,12 +568,19 @@ fn deferred_first_packets_are_all_released() {
     let end = sim.now + Duration::from_secs(1);
     sim.run(end, None, |_, _| {});
     for n in &sim.nodes {
-        assert_eq!(n.released, n.r.stat(Stat::Deferred), "every deferral released once");
+        assert_eq!(
+            n.released,
+            n.r.stat(Stat::Deferred),
+            "every deferral released once"
+        );
         assert!(n.r.stat(Stat::Deferred) > 0);
     }
     // Some by INS_ACK, some by the 20 ms timeout (lost INS or lost ACK).
     let timeouts: u64 = sim.nodes.iter().map(|n| n.r.stat(Stat::DeferTimeout)).sum();
     let deferred: u64 = sim.nodes.iter().map(|n| n.r.stat(Stat::Deferred)).sum();
-    assert!(timeouts > 0 && timeouts < deferred, "{timeouts} of {deferred}");
+    assert!(
+        timeouts > 0 && timeouts < deferred,
+        "{timeouts} of {deferred}"
+    );
     let _ = pftm::UDP_SINGLE;
 }
