@@ -844,7 +844,8 @@ impl Replicator {
         }
         if sync < 2 {
             e.flow.timeout = timeout;
-            e.flow.expire = now + Duration::from_secs(u64::from(timeout_secs(timeout)));
+            e.flow.expire =
+                now.saturating_add(Duration::from_secs(u64::from(timeout_secs(timeout))));
         }
         e.pfsync_time = Some(now);
         let after = e.flow;

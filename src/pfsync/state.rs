@@ -320,7 +320,7 @@ impl FlowState {
             dst: peer_from_wire(&s.dst),
             timeout: s.timeout,
             created: now.saturating_sub(Duration::from_secs(u64::from(s.creation))),
-            expire: now + Duration::from_secs(u64::from(left)),
+            expire: now.saturating_add(Duration::from_secs(u64::from(left))),
             packets: s.packets,
             bytes: s.bytes,
             state_flags: s.state_flags,
