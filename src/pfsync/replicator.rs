@@ -24,10 +24,9 @@
 //! **Decisions where OpenBSD 1.332 is odd** (spec §3.6, §9 item 12): a BULK timeout with tries
 //! left re-sends the request (back to SENT) and does *not* also run the DONE path; with no tries
 //! left it gives up and gives back the +32. So a new node stays demoted at most
-//! `link_wait + bulk_max_tries × (bulk_req_interval or bulk timeout)`. The merge does not copy
-//! `pfsync_in_upd`'s unconditional overwrite of the dst peer when `sync == 1`: each peer keeps
-//! ours if ours is ahead, which is what makes two nodes converge. Deprecated actions are skipped
-//! by `count × len*4` instead of dropping the packet.
+//! `link_wait + bulk_max_tries × (bulk_req_interval or bulk timeout)`. Deprecated actions are
+//! skipped by `count × len*4` like unknown ones. The mirror keeps one set of queues, not pf's two
+//! hash-chosen slices (there is one replicator thread, so there is nothing to spread).
 //!
 //! Nothing here panics on network input: the wire module validates, and every reject or odd
 //! case is a named counter ([`Reject`], [`Stat`]). Allocation happens per pfsync packet and per
@@ -821,10 +820,14 @@ impl Replicator {
             return;
         };
         let tcp = e.flow.proto == IPPROTO_TCP;
-        let ahead = |ours: &Peer, theirs: &Peer| {
+        // pfsync_upd_tcp: a TCP peer never goes backwards (syn-proxy excepted, src only), nor
+        // does its window slide back; other protocols only compare the state.
+        let ahead = |ours: &Peer, theirs: &Peer, proxy_exception: bool| {
             if tcp {
                 (ours.state > theirs.state
-                    && (ours.state < PF_TCPS_PROXY_SRC || theirs.state >= PF_TCPS_PROXY_SRC))
+                    && (!proxy_exception
+                        || ours.state < PF_TCPS_PROXY_SRC
+                        || theirs.state >= PF_TCPS_PROXY_SRC))
                     || (ours.state == theirs.state && seq_gt(ours.seqlo, theirs.seqlo))
             } else {
                 ours.state > theirs.state
@@ -832,12 +835,12 @@ impl Replicator {
         };
         let mut sync = 0;
         let before = e.flow;
-        if ahead(&e.flow.src, &src) {
+        if ahead(&e.flow.src, &src, true) {
             sync += 1;
         } else {
             e.flow.src = src;
         }
-        if ahead(&e.flow.dst, &dst) {
+        if ahead(&e.flow.dst, &dst, false) {
             sync += 1;
         } else {
             e.flow.dst = dst;
@@ -1267,6 +1270,32 @@ mod tests {
         r.handle_packet(ms(20), &w.finish(), FROM);
         assert_eq!(r.stat(Stat::Stale), 2);
         assert_eq!(r.flow(&f.id).unwrap().src.state, tcps::ESTABLISHED);
+    }
+
+    #[test]
+    fn syn_proxy_exception_applies_to_src_only() {
+        let mut r = Replicator::new(ReplicatorConfig::new(7));
+        let mut f = flow(9, 1, ms(0));
+        f.src.state = tcps::PROXY_DST;
+        f.dst.state = tcps::PROXY_DST;
+        let mut w = Writer::new(1480);
+        w.push(&Message::Ins(f.to_wire(ms(0)))).unwrap();
+        r.handle_packet(ms(0), &w.finish(), FROM);
+        // Theirs: both peers ESTABLISHED (a lower number than the proxy states).
+        let mut upd = f.to_wire(ms(0));
+        upd.src.state = tcps::ESTABLISHED;
+        upd.dst.state = tcps::ESTABLISHED;
+        let mut w = Writer::new(1480);
+        w.push(&Message::Upd(upd)).unwrap();
+        r.handle_packet(ms(1), &w.finish(), FROM);
+        let got = r.flow(&f.id).unwrap();
+        assert_eq!(got.src.state, tcps::ESTABLISHED, "src leaves syn-proxy");
+        assert_eq!(
+            got.dst.state,
+            tcps::PROXY_DST,
+            "dst has no syn-proxy exception"
+        );
+        assert_eq!(r.stat(Stat::Stale), 1);
     }
 
     #[test]

@@ -971,7 +971,8 @@ impl Messages<'_> {
 
     fn next_group(&mut self) -> Result<Option<Group>, Reject> {
         loop {
-            if self.rest.is_empty() {
+            // pfsync_input loops while a whole subheader fits: 1-3 trailing bytes are ignored.
+            if self.rest.len() < SUBHEADER_LEN {
                 return Ok(None);
             }
             let sh = Subheader::parse(self.rest)?;
@@ -1625,6 +1626,25 @@ mod tests {
         let v = raw_packet(&[99, 2, 0, 1, 1, 2, 3, 4]);
         let p = Packet::parse(&v).unwrap();
         assert_eq!(p.messages().collect::<Vec<_>>(), vec![Err(Reject::BadLen)]);
+    }
+
+    #[test]
+    fn trailing_bytes_shorter_than_a_subheader_are_ignored() {
+        for extra in 1..SUBHEADER_LEN {
+            let mut body = vec![action::DEL_C, 3, 0, 1];
+            body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2]);
+            body.extend(std::iter::repeat_n(0xab, extra));
+            let v = raw_packet(&body);
+            let got: Vec<_> = Packet::parse(&v).unwrap().messages().collect();
+            assert_eq!(
+                got,
+                vec![Ok(Message::DelC(IdRecord {
+                    id: 1,
+                    creatorid: 2
+                }))],
+                "{extra} trailing bytes"
+            );
+        }
     }
 
     #[test]
