@@ -5,6 +5,7 @@
 pub mod carp;
 pub mod counters;
 pub mod ctl;
+pub mod pfsync;
 pub mod phy;
 pub mod replay;
 pub mod synth;

@@ -8,3 +8,4 @@
 pub mod carp;
 pub mod checksum;
 pub mod classify;
+pub mod pfsync;

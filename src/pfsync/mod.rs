@@ -1,0 +1,14 @@
+//! pfsync(4) replication of carpio's flow table in OpenBSD's wire format.
+//!
+//! - [`state`]: carpio's [`FlowState`] and its documented mapping onto `pfsync_state`.
+//! - [`replicator`]: the sans-IO [`Replicator`] (queues, coalescing, update requests, bulk
+//!   update, carp demotion, deferral).
+//!
+//! The wire format itself is `crate::wire::pfsync`. Nothing in this module reads a clock or
+//! touches a socket: time is a `Duration` since the caller's epoch, passed in.
+
+pub mod replicator;
+pub mod state;
+
+pub use replicator::{BulkReq, Event, LocalEvent, Replicator, ReplicatorConfig, Stat};
+pub use state::{FlowId, FlowState, Forward, Peer};
