@@ -89,6 +89,24 @@ pub fn udp_nonzero(csum: u16) -> u16 {
     if csum == 0 { 0xffff } else { csum }
 }
 
+/// Pseudo-header accumulator for either family (RFC 768, RFC 793, RFC 8200 §8.1).
+#[inline]
+pub fn pseudo(addrs: &super::Addrs, proto: u8, len: u32) -> u32 {
+    match *addrs {
+        // An IPv4 segment is at most 65535 bytes, so the 16-bit length cannot be cut.
+        super::Addrs::V4(s, d) => pseudo_v4(s, d, proto, len as u16),
+        super::Addrs::V6(s, d) => pseudo_v6(s, d, proto, len),
+    }
+}
+
+/// Full checksum of a transport segment (UDP, TCP, ICMPv6) with its pseudo-header. Over a
+/// segment whose checksum field is zero it computes the value to store; over a received
+/// segment it yields 0 when the stored checksum verifies.
+#[inline]
+pub fn transport(addrs: &super::Addrs, proto: u8, segment: &[u8]) -> u16 {
+    fold(sum(segment, pseudo(addrs, proto, segment.len() as u32)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
