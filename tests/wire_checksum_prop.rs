@@ -100,6 +100,11 @@ proptest! {
     }
 
     #[test]
+    fn wide_sum_equals_rfc1071_sum(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        prop_assert_eq!(checksum::checksum_wide(&data), checksum::checksum(&data));
+    }
+
+    #[test]
     fn ipv4_header_address_rewrite(
         src in v4(), dst in v4(), nsrc in v4(), ttl: u8, ident: u16, len in 0u16..1400,
     ) {

@@ -277,7 +277,7 @@ fn classify_v4(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
     }
     let pkt = pkt.get(..total).ok_or(Drop::Ipv4Truncated)?;
     let (hdr, seg) = pkt.split_at_checked(ihl).ok_or(Drop::Ipv4Truncated)?;
-    if checksum::checksum(hdr) != 0 {
+    if checksum::checksum_wide(hdr) != 0 {
         return Err(Drop::Ipv4BadChecksum);
     }
     let src = ip.get_source();
