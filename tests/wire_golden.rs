@@ -1011,3 +1011,68 @@ fn every_drop_has_a_distinct_name() {
     assert!(names.iter().all(|n| n.starts_with("drop_")));
     let _ = checksum::checksum(&[]);
 }
+
+/// Checks the promises a `Meta` makes about its offsets.
+fn assert_meta_sound(m: &Meta, len: usize) {
+    assert!(
+        m.l3 <= m.l4 && m.l4 <= m.end && usize::from(m.end) <= len,
+        "{m:?}"
+    );
+    if let Some(q) = m.quoted {
+        assert!(m.l4 < q.l3 && q.l3 < q.l4 && usize::from(q.l4) + 8 <= usize::from(m.end));
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Golden frames with random bytes overwritten: classify and every parser return a value
+    /// or a named error, never panic, and a classified frame's offsets stay in bounds.
+    #[test]
+    fn mutated_frames_never_panic(
+        which in 0..ALL_FRAMES.len(),
+        edits in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 1..6),
+        cut in 0usize..200,
+    ) {
+        let mut f = ALL_FRAMES[which].to_vec();
+        for (at, v) in edits {
+            let n = f.len();
+            f[at % n] = v;
+        }
+        let f = &f[..f.len() - cut % f.len()];
+        for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+            if let Ok(m) = classify(f, link) {
+                assert_meta_sound(&m, f.len());
+            }
+        }
+        let ip = f.get(14..).unwrap_or(&[]);
+        let _ = ethernet::Repr::parse(f);
+        let _ = arp::Repr::parse(ip);
+        let _ = ipv4::Repr::parse(ip);
+        let _ = ipv6::Repr::parse(ip);
+        let _ = ipv6::walk(f.first().copied().unwrap_or(0), ip);
+        let _ = udp::Repr::parse(ip, Some(&A6));
+        let _ = tcp::Repr::parse(ip, Some(&A4));
+        let _ = icmp::Repr::parse(ip).map(|r| r.quoted());
+        let _ = icmpv6::Repr::parse(ip, S6, D6).map(|r| r.quoted());
+        let _ = icmp::quoted(ip);
+        let _ = icmpv6::quoted(ip);
+    }
+
+    /// Random bytes of any length through classify.
+    #[test]
+    fn random_bytes_never_panic(f in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+        for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+            if let Ok(m) = classify(&f, link) {
+                assert_meta_sound(&m, f.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn golden_frames_have_sound_meta() {
+    for frame in ALL_FRAMES {
+        assert_meta_sound(&c(frame), frame.len());
+    }
+}
