@@ -217,7 +217,7 @@ pub fn classify(frame: &[u8], link: LinkType) -> Result<Meta, Drop> {
     };
     // Every offset below is at most frame.len(), checked above to fit in u16.
     let len = frame.len() as u16;
-    let meta = Meta {
+    let mut m = Meta {
         class: Class::Other,
         l3: l3 as u16,
         l4: len,
@@ -237,15 +237,18 @@ pub fn classify(frame: &[u8], link: LinkType) -> Result<Meta, Drop> {
         quoted: None,
     };
     let pkt = frame.get(l3..).unwrap_or(&[]);
+    // The helpers fill `m` in place: Meta is ~100 bytes, not worth moving through each call.
     match ethertype {
-        ethernet::ETHERTYPE_IPV4 => classify_v4(pkt, meta),
-        ethernet::ETHERTYPE_IPV6 => classify_v6(pkt, meta),
-        ethernet::ETHERTYPE_ARP => classify_arp(pkt, meta),
-        _ => Ok(meta),
+        ethernet::ETHERTYPE_IPV4 => classify_v4(pkt, &mut m)?,
+        ethernet::ETHERTYPE_IPV6 => classify_v6(pkt, &mut m)?,
+        ethernet::ETHERTYPE_ARP => classify_arp(pkt, &mut m)?,
+        _ => {}
     }
+    Ok(m)
 }
 
-fn classify_arp(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
+#[inline]
+fn classify_arp(pkt: &[u8], m: &mut Meta) -> Result<(), Drop> {
     let a = ArpPacket::new(pkt).ok_or(Drop::ArpTruncated)?;
     if a.get_hardware_type().0 != arp::HTYPE_ETHERNET
         || a.get_protocol_type().0 != arp::PTYPE_IPV4
@@ -259,10 +262,11 @@ fn classify_arp(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
     m.dst = IpAddr::V4(a.get_target_proto_addr());
     m.end = m.l3 + arp::PACKET_LEN as u16;
     m.l4 = m.end;
-    Ok(m)
+    Ok(())
 }
 
-fn classify_v4(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
+#[inline]
+fn classify_v4(pkt: &[u8], m: &mut Meta) -> Result<(), Drop> {
     let ip = Ipv4Packet::new(pkt).ok_or(Drop::Ipv4Truncated)?;
     if ip.get_version() != 4 {
         return Err(Drop::IpVersion);
@@ -300,7 +304,8 @@ fn classify_v4(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
     transport(seg, m)
 }
 
-fn classify_v6(pkt: &[u8], mut m: Meta) -> Result<Meta, Drop> {
+#[inline]
+fn classify_v6(pkt: &[u8], m: &mut Meta) -> Result<(), Drop> {
     let ip = Ipv6Packet::new(pkt).ok_or(Drop::Ipv6Truncated)?;
     if ip.get_version() != 6 {
         return Err(Drop::IpVersion);
@@ -352,7 +357,7 @@ fn frag_state(offset: usize, more: bool, data_len: usize, p: u8) -> Result<Frag,
 
 /// Fills the transport part of `m` from `seg` (from `l4` to `end`).
 #[inline]
-fn transport(seg: &[u8], mut m: Meta) -> Result<Meta, Drop> {
+fn transport(seg: &[u8], m: &mut Meta) -> Result<(), Drop> {
     let v6 = m.af == Af::V6;
     let icmp_proto = if v6 { proto::ICMPV6 } else { proto::ICMP };
     let (c_tcp, c_udp, c_icmp, c_other) = if v6 {
@@ -380,7 +385,7 @@ fn transport(seg: &[u8], mut m: Meta) -> Result<Meta, Drop> {
             _ => c_other,
         };
         m.l4 = m.end;
-        return Ok(m);
+        return Ok(());
     }
     match p {
         proto::TCP => {
@@ -469,5 +474,5 @@ fn transport(seg: &[u8], mut m: Meta) -> Result<Meta, Drop> {
         }
         _ => m.class = c_other,
     }
-    Ok(m)
+    Ok(())
 }
