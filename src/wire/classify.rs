@@ -175,6 +175,18 @@ const MAX_DATAGRAM: usize = 65535;
 const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// Classifies one frame: which [`Class`] it is and where its headers are, or why it is dropped.
+///
+/// - ARP (Ethernet/IPv4 only) is [`Class::Arp`], `src`/`dst` the sender/target addresses.
+/// - IP protocol 112 is [`Class::Carp`] (at least a 36-byte header), 240 [`Class::Pfsync`]
+///   (at least 20 bytes), over IPv4 and IPv6; fragmented ones are `Ipv4Other`/`Ipv6Other`.
+/// - TCP, UDP and ICMP/ICMPv6 per family; other protocols `Ipv4Other`/`Ipv6Other` with `l4`
+///   at their header; other ethertypes [`Class::Other`].
+/// - `end` is the end of the IP packet by its length field (Ethernet padding excluded); a
+///   later fragment has `l4 == end` and no ports.
+/// - ICMP echo request/reply: `sport == dport ==` identifier. ICMP errors (unreachable, time
+///   exceeded, parameter problem, packet too big) fill `quoted` with the inner flow as the
+///   original packet was sent.
+/// - The IPv4 header checksum is verified; a multicast or broadcast IPv4 source is dropped.
 pub fn classify(frame: &[u8], link: LinkType) -> Result<Meta, Drop> {
     if frame.len() > usize::from(u16::MAX) {
         return Err(Drop::FrameTooLong);
