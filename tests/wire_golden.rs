@@ -1076,3 +1076,90 @@ fn golden_frames_have_sound_meta() {
         assert_meta_sound(&c(frame), frame.len());
     }
 }
+
+#[test]
+fn ethernet_single_tag_round_trip() {
+    let r = ethernet::Repr::parse(&VLAN_TCP4).unwrap();
+    let t = r.tags[0].unwrap();
+    assert_eq!((t.tpid, t.vid, r.tags[1]), (0x8100, 5, None));
+    let mut out = [0u8; 18];
+    r.emit(&mut out).unwrap();
+    assert_eq!(out[..], VLAN_TCP4[..18]);
+}
+
+/// Ethernet + IPv6 around an ICMPv6 message built with `icmpv6::Repr::emit`.
+fn v6_icmp(message: icmpv6::Message, data: &[u8]) -> Vec<u8> {
+    let router: Ipv6Addr = "2001:db8::fe".parse().unwrap();
+    let icmp = icmpv6::Repr { message, data };
+    let ip = ipv6::Repr {
+        src: router,
+        dst: S6,
+        next_header: proto::ICMPV6,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: icmp.buffer_len() as u16,
+    };
+    let mut f = ETH_ICMP6_ECHO[..14].to_vec();
+    f.resize(14 + ip.buffer_len(), 0);
+    ip.emit(&mut f[14..]).unwrap();
+    icmp.emit(&mut f[54..], router, S6).unwrap();
+    f
+}
+
+#[test]
+fn classify_quotes_of_every_error_type() {
+    // IPv4 time exceeded and parameter problem quote like unreachable does.
+    let quote = &ETH_ICMP4_UNREACH[42..];
+    for m in [
+        icmp::Message::TimeExceeded { code: 0 },
+        icmp::Message::ParamProblem {
+            code: 0,
+            pointer: 8,
+        },
+    ] {
+        let r = icmp::Repr {
+            message: m,
+            data: quote,
+        };
+        let mut seg = vec![0u8; r.buffer_len()];
+        r.emit(&mut seg).unwrap();
+        let meta = c(&v4(proto::ICMP, &seg));
+        let q = meta.quoted.unwrap();
+        assert_eq!(
+            (q.sport, q.dport, q.proto),
+            (40001, 25, proto::TCP),
+            "{m:?}"
+        );
+    }
+    // An echo reply carries no quote.
+    let r = icmp::Repr {
+        message: icmp::Message::EchoReply { ident: 9, seq: 1 },
+        data: b"x",
+    };
+    let mut seg = vec![0u8; r.buffer_len()];
+    r.emit(&mut seg).unwrap();
+    let meta = c(&v4(proto::ICMP, &seg));
+    assert_eq!((meta.sport, meta.dport, meta.quoted), (9, 9, None));
+    // ICMPv6 time exceeded quoting a TCP packet behind three extension headers.
+    let f = v6_icmp(
+        icmpv6::Message::TimeExceeded { code: 0 },
+        &ETH_TCP6_EXT_FIRSTFRAG[14..],
+    );
+    let q = c(&f).quoted.unwrap();
+    assert_eq!((q.proto, q.sport, q.dport), (proto::TCP, 40004, 443));
+    assert_eq!((q.l3, q.l4), (62, 62 + 40 + 24));
+    // ICMPv6 parameter problem quoting an echo request: the identifier in both ports.
+    let f = v6_icmp(
+        icmpv6::Message::ParamProblem {
+            code: 1,
+            pointer: 40,
+        },
+        &ETH_ICMP6_ECHO[14..],
+    );
+    let q = c(&f).quoted.unwrap();
+    assert_eq!((q.proto, q.sport, q.dport), (proto::ICMPV6, 0x99, 0x99));
+    // A quote of the wrong family is a bad quote.
+    let f = v6_icmp(icmpv6::Message::DstUnreachable { code: 4 }, quote);
+    assert_eq!(drop_of(&f), Drop::IcmpQuotedBad);
+}
