@@ -89,6 +89,61 @@ pub fn udp_nonzero(csum: u16) -> u16 {
     if csum == 0 { 0xffff } else { csum }
 }
 
+/// Adds `data` to a 64-bit accumulator four bytes at a time (a trailing 1-3 bytes padded with
+/// zeros). Summing 32-bit big-endian words and folding later gives the same one's complement
+/// sum as 16-bit words, because 2^16 = 1 modulo 0xffff (RFC 1071 §2 (B), "parallel
+/// summation"); it halves the additions of [`sum`] on the hot path. A u64 cannot overflow
+/// below 2^32 words.
+#[inline]
+pub fn sum_wide(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rem = chunks.remainder();
+    let mut tail = [0u8; 4];
+    if let Some(t) = tail.get_mut(..rem.len()) {
+        t.copy_from_slice(rem);
+    }
+    acc + u64::from(u32::from_be_bytes(tail))
+}
+
+/// Folds a 64-bit accumulator of [`sum_wide`] to 16 bits and complements it.
+#[inline]
+pub fn fold_wide(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// RFC 1071 checksum of `data` by [`sum_wide`]; equal to [`checksum`] for every input.
+#[inline]
+pub fn checksum_wide(data: &[u8]) -> u16 {
+    fold_wide(sum_wide(data, 0))
+}
+
+/// Pseudo-header accumulator for either family (RFC 768, RFC 793, RFC 8200 §8.1).
+#[inline]
+pub fn pseudo(addrs: &super::Addrs, proto: u8, len: u32) -> u32 {
+    match *addrs {
+        // An IPv4 segment is at most 65535 bytes, so the 16-bit length cannot be cut.
+        super::Addrs::V4(s, d) => pseudo_v4(s, d, proto, len as u16),
+        super::Addrs::V6(s, d) => pseudo_v6(s, d, proto, len),
+    }
+}
+
+/// Full checksum of a transport segment (UDP, TCP, ICMPv6) with its pseudo-header. Over a
+/// segment whose checksum field is zero it computes the value to store; over a received
+/// segment it yields 0 when the stored checksum verifies.
+#[inline]
+pub fn transport(addrs: &super::Addrs, proto: u8, segment: &[u8]) -> u16 {
+    fold_wide(sum_wide(
+        segment,
+        u64::from(pseudo(addrs, proto, segment.len() as u32)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
