@@ -2,5 +2,6 @@
 //! and relayd(8) to Linux. See `DESIGN.md` in the shared folder for the architecture.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod counters;
 pub mod wire;
