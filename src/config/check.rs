@@ -210,7 +210,7 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     }
 
     check_redirects(&config, &mut d);
-    check_relays(&config, &mut d);
+    check_relays(&mut config, &mut d);
     check_routers(&config, &mut d);
     check_carpio(&config, &mut d);
     (config, d)
@@ -249,7 +249,18 @@ fn check_redirects(config: &Config, d: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_relays(config: &Config, d: &mut Vec<Diagnostic>) {
+fn check_relays(config: &mut Config, d: &mut Vec<Diagnostic>) {
+    // A relay with a dns protocol listens on UDP: the socket type comes from the protocol
+    // (relayd F_UDP, spec §5).
+    let dns: HashSet<String> =
+        config.protocols.iter().filter(|p| p.kind == ProtocolKind::Dns).map(|p| p.name.clone()).collect();
+    for r in &mut config.relays {
+        if r.protocol.as_ref().is_some_and(|p| dns.contains(p)) {
+            for l in &mut r.listen {
+                l.proto = Proto::Udp;
+            }
+        }
+    }
     for r in &config.relays {
         if r.listen.is_empty() {
             d.push(err(&r.span, Reject::Syntax, format!("relay {} has no listen on", r.name)));
