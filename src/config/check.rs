@@ -39,7 +39,7 @@ fn duplicates<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Span)>, 
 /// Validates `parsed` and returns the final configuration with the diagnostics (errors and
 /// warnings) of this pass.
 pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
-    let Parsed { mut config, table_defs, uses, interval_span, timeout_span, maglev_span } = parsed;
+    let Parsed { mut config, table_defs, uses, interval_span, timeout_span, maglev_span, broken, mentioned } = parsed;
     let mut d = Vec::new();
     let g = &config.global;
 
@@ -191,28 +191,30 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
             }
         }
     }
-    for (t, used) in table_defs.iter().zip(&def_used) {
-        if !used {
+    for (i, (t, used)) in table_defs.iter().zip(&def_used).enumerate() {
+        let first_of_name = table_defs.iter().position(|o| o.name == t.name) == Some(i);
+        if !used && first_of_name && !mentioned.contains(&t.name) {
             d.push(Diagnostic::warning(&t.span, Reject::Unused, format!("unused table: {}", t.name)));
         }
     }
 
     // `parent N` must name a host that exists.
-    let ids: HashSet<u32> = config.hosts().map(|h| h.id).collect();
+    let mut ids: HashSet<u32> = config.hosts().map(|h| h.id).collect();
+    ids.extend(1..next_id);
     for t in &table_defs {
         for h in &t.hosts {
             if let Some(p) = h.parent {
-                if !ids.contains(&p) && def_used.iter().any(|u| *u) {
+                if !ids.contains(&p) {
                     d.push(err(&h.span, Reject::Undefined, format!("parent host id {p} does not exist")));
                 }
             }
         }
     }
 
-    check_redirects(&config, &mut d);
-    check_relays(&mut config, &mut d);
-    check_routers(&config, &mut d);
-    check_carpio(&config, &mut d);
+    check_redirects(&config, &broken, &mut d);
+    check_relays(&mut config, &broken, &mut d);
+    check_routers(&config, &broken, &mut d);
+    check_carpio(&config, &broken, &mut d);
     (config, d)
 }
 
@@ -235,12 +237,12 @@ fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {
         .collect()
 }
 
-fn check_redirects(config: &Config, d: &mut Vec<Diagnostic>) {
+fn check_redirects(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for r in &config.redirects {
-        if r.listen.is_empty() {
+        if r.listen.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("redirect {} has no listen on", r.name)));
         }
-        if r.tables.is_empty() {
+        if r.tables.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("redirect {} has no forward to", r.name)));
         }
         if r.tables.len() > 2 {
@@ -249,7 +251,7 @@ fn check_redirects(config: &Config, d: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_relays(config: &mut Config, d: &mut Vec<Diagnostic>) {
+fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     // A relay with a dns protocol listens on UDP: the socket type comes from the protocol
     // (relayd F_UDP, spec §5).
     let dns: HashSet<String> =
@@ -262,10 +264,10 @@ fn check_relays(config: &mut Config, d: &mut Vec<Diagnostic>) {
         }
     }
     for r in &config.relays {
-        if r.listen.is_empty() {
+        if r.listen.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("relay {} has no listen on", r.name)));
         }
-        if r.forwards.is_empty() {
+        if r.forwards.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("relay {} has no forward to", r.name)));
         }
         let proto = match &r.protocol {
@@ -294,12 +296,12 @@ fn check_relays(config: &mut Config, d: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_routers(config: &Config, d: &mut Vec<Diagnostic>) {
+fn check_routers(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for r in &config.routers {
-        if r.routes.is_empty() {
+        if r.routes.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("router {} has no route", r.name)));
         }
-        if r.table.is_empty() {
+        if r.table.is_empty() && !broken.contains(&r.span) {
             d.push(err(&r.span, Reject::Syntax, format!("router {} has no forward to", r.name)));
         }
         let v4 = r.routes.iter().filter(|p| p.addr.is_ipv4()).count();
@@ -309,7 +311,7 @@ fn check_routers(config: &Config, d: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_carpio(config: &Config, d: &mut Vec<Diagnostic>) {
+fn check_carpio(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for i in &config.interfaces {
         if i.mode.is_some() && i.ingress != Ingress::Afxdp {
             d.push(err(&i.span, Reject::Conflict, format!("interface {}: mode native|generic only applies to ingress afxdp", i.name)));
@@ -323,7 +325,7 @@ fn check_carpio(config: &Config, d: &mut Vec<Diagnostic>) {
                 d.push(err(&c.span, Reject::Duplicate, format!("{}: vhid {} is already used by {other}", c.name, n.vhid)));
             }
         }
-        if c.addresses.is_empty() {
+        if c.addresses.is_empty() && !broken.contains(&c.span) {
             d.push(err(&c.span, Reject::Syntax, format!("carp {} has no address", c.name)));
         }
     }

@@ -195,11 +195,11 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
                     s.push(c);
                     step(&mut i, &mut line, &mut col, c);
                 }
-                if closed {
-                    toks.push(Token { tok: Tok::Str(s), span });
-                } else {
+                if !closed {
                     diags.push(Diagnostic::error(&span, Reject::Lexical, "unterminated quoted string"));
                 }
+                // Keep what was read so the parser does not report the same mistake again.
+                toks.push(Token { tok: Tok::Str(s), span });
             }
             '{' | '}' | '<' | '>' | ',' | '=' | '/' | '(' | ')' | '!' => {
                 let tok = match c {
@@ -342,6 +342,9 @@ impl Lexer {
         }
         let Some(value) = self.macros.get(name).map(|m| m.value.clone()) else {
             self.diags.push(Diagnostic::error(span, Reject::Macro, format!("macro '{name}' not defined")));
+            // Stand in an empty argument so the statement around it parses without a second
+            // error.
+            self.out.push(Token { tok: Tok::Str(String::new()), span: span.clone() });
             return;
         };
         let mut inner = Vec::new();
@@ -361,7 +364,7 @@ impl Lexer {
         let path = base.join(file);
         let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if self.stack.contains(&canon) {
-            self.diags.push(Diagnostic::error(span, Reject::Include, format!("include loop: {file} includes itself")));
+            self.diags.push(Diagnostic::error(span, Reject::Include, format!("include loop: {file} is already being read")));
             return;
         }
         if self.stack.len() >= MAX_INCLUDE_DEPTH {

@@ -152,16 +152,29 @@ fn run(
     let mut diags = lexed.diagnostics;
     let (parsed, parse_diags) = parser::parse(&lexed.tokens);
     diags.extend(parse_diags);
-    // The cross-reference pass only runs on a syntactically whole file, so that a typo in a
-    // table definition does not also produce "no such table" for each of its users.
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        return Err(Errors(diags));
-    }
+    // The cross-reference pass runs even after syntax errors, so one run reports everything;
+    // the parser keeps every block whose header parsed, which keeps cascades rare.
     let (mut config, check_diags) = check::check(parsed);
     diags.extend(check_diags);
+    sort(&mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(Errors(diags));
     }
     config.warnings = diags;
     Ok(config)
+}
+
+/// Orders messages by file (in the order files were first mentioned), line and column; the
+/// sort is stable, so messages at one position keep the order of the passes.
+fn sort(diags: &mut [Diagnostic]) {
+    let mut files: Vec<Arc<str>> = Vec::new();
+    for d in diags.iter() {
+        if !files.contains(&d.span.file) {
+            files.push(d.span.file.clone());
+        }
+    }
+    diags.sort_by_key(|d| {
+        let f = files.iter().position(|f| *f == d.span.file).unwrap_or(usize::MAX);
+        (f, d.span.line, d.span.col)
+    });
 }

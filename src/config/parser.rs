@@ -77,6 +77,12 @@ pub struct Parsed {
     pub interval_span: Option<Span>,
     pub timeout_span: Option<Span>,
     pub maglev_span: Option<Span>,
+    /// Blocks (by header span) that had a syntax error inside: the semantic pass does not also
+    /// report them as incomplete ("has no forward to") when the statement was only misspelt.
+    pub broken: Vec<Span>,
+    /// Every table name written in a `forward to`/`route to`, even in a statement that then
+    /// failed to parse (so the table is not also called unused).
+    pub mentioned: Vec<String>,
 }
 
 pub fn parse(tokens: &[Token]) -> (Parsed, Vec<Diagnostic>) {
@@ -103,6 +109,8 @@ pub fn parse(tokens: &[Token]) -> (Parsed, Vec<Diagnostic>) {
             interval_span: None,
             timeout_span: None,
             maglev_span: None,
+            broken: Vec::new(),
+            mentioned: Vec::new(),
         },
     };
     p.top();
@@ -456,11 +464,15 @@ impl<'a> Parser<'a> {
             }
             "redirect" => {
                 self.bump();
-                self.redirect(span)?;
+                let before = self.diags.len();
+                self.redirect(span.clone())?;
+                self.mark_broken(before, span);
             }
             "relay" => {
                 self.bump();
-                self.relay(span)?;
+                let before = self.diags.len();
+                self.relay(span.clone())?;
+                self.mark_broken(before, span);
             }
             "protocol" => {
                 self.bump();
@@ -478,7 +490,9 @@ impl<'a> Parser<'a> {
             }
             "router" => {
                 self.bump();
-                self.router(span)?;
+                let before = self.diags.len();
+                self.router(span.clone())?;
+                self.mark_broken(before, span);
             }
             // carpio's own statements (docs/carpio.conf.md).
             "control" => {
@@ -535,7 +549,9 @@ impl<'a> Parser<'a> {
             }
             "carp" => {
                 self.bump();
-                self.carp(span)?;
+                let before = self.diags.len();
+                self.carp(span.clone())?;
+                self.mark_broken(before, span);
             }
             "pfsync" => {
                 self.bump();
@@ -544,6 +560,12 @@ impl<'a> Parser<'a> {
             _ => return self.err(format!("syntax error: unknown statement '{w}'")),
         }
         Ok(())
+    }
+
+    fn mark_broken(&mut self, before: usize, span: Span) {
+        if self.diags.len() > before {
+            self.out.broken.push(span);
+        }
     }
 
     fn log(&mut self) -> R<()> {

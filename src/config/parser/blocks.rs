@@ -61,6 +61,7 @@ impl Parser<'_> {
         let mut vhid: Option<(u8, Span)> = None;
         let mut advskew: u8 = 0;
         let mut nodes_span: Option<Span> = None;
+        let errors_before = self.diags.len();
         self.block(&mut |p| {
             let sspan = p.span();
             if p.eat_kw("carpdev") {
@@ -117,6 +118,8 @@ impl Parser<'_> {
             }
             (Some((v, _)), None) => c.nodes.push(CarpNode { vhid: v, advskew }),
             (None, Some(_)) => {}
+            // A vhid statement that failed to parse was already reported.
+            (None, None) if self.diags.len() > errors_before => {}
             (None, None) => {
                 self.diags.push(Diagnostic::error(&span, Reject::Syntax, format!("carp {} has no vhid", c.name)));
             }

@@ -242,6 +242,7 @@ impl Parser<'_> {
 
     fn table_use(&mut self, owner: Owner) -> R<(TableOpts, Option<String>, Option<ForwardMode>)> {
         let (table, span) = self.table_name()?;
+        self.out.mentioned.push(table.clone());
         let (opts, interface, encap) = self.table_opts()?;
         self.out.uses.push(TableUse { table, opts: opts.clone(), owner, span });
         Ok((opts, interface, encap))
