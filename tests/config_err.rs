@@ -12,14 +12,24 @@ fn dir() -> PathBuf {
 
 /// Loads a fixture that must fail and returns its messages with the fixture directory cut off.
 fn errors(rel: &str, defines: &[(&str, &str)]) -> Vec<String> {
-    let d: Vec<(String, String)> = defines.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let d: Vec<(String, String)> = defines
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     let prefix = format!("{}/", dir().display());
     match config::load(&dir().join(rel), &d) {
         Ok(_) => panic!("{rel} should be rejected"),
         Err(e) => {
             // Display is one message per line, the same as the list.
-            let shown: Vec<String> = e.to_string().lines().map(|l| l.replace(&prefix, "")).collect();
-            let listed: Vec<String> = e.0.iter().map(|d| d.to_string().replace(&prefix, "")).collect();
+            let shown: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| l.replace(&prefix, ""))
+                .collect();
+            let listed: Vec<String> =
+                e.0.iter()
+                    .map(|d| d.to_string().replace(&prefix, ""))
+                    .collect();
             assert_eq!(shown, listed);
             shown
         }
@@ -75,14 +85,19 @@ fn semantic_errors_all_in_one_run() {
 
 #[test]
 fn global_timeout_must_be_below_interval() {
-    assert_eq!(errors("err/timeout.conf", &[]), ["err/timeout.conf:3:1: global timeout 2000ms must be less than the interval 2s"]);
+    assert_eq!(
+        errors("err/timeout.conf", &[]),
+        ["err/timeout.conf:3:1: global timeout 2000ms must be less than the interval 2s"]
+    );
 }
 
 #[test]
 fn table_timeout_must_be_below_its_interval() {
     assert_eq!(
         errors("err/table_timeout.conf", &[]),
-        ["err/table_timeout.conf:5:13: table t:123: timeout 5000ms must be less than the interval 2s"]
+        [
+            "err/table_timeout.conf:5:13: table t:123: timeout 5000ms must be less than the interval 2s"
+        ]
     );
 }
 
@@ -150,11 +165,20 @@ fn missing_file() {
 
 #[test]
 fn rejects_carry_named_kinds() {
-    let e = config::parse_str("k.conf", "workers 0\ntable <t> { 198.18.0.1 }\ntable <t> { 198.18.0.2 }\n", &[]).unwrap_err();
+    let e = config::parse_str(
+        "k.conf",
+        "workers 0\ntable <t> { 198.18.0.1 }\ntable <t> { 198.18.0.2 }\n",
+        &[],
+    )
+    .unwrap_err();
     let kinds: Vec<(Reject, Severity)> = e.0.iter().map(|d| (d.kind, d.severity)).collect();
     assert_eq!(
         kinds,
-        [(Reject::Range, Severity::Error), (Reject::Unused, Severity::Warning), (Reject::Duplicate, Severity::Error)]
+        [
+            (Reject::Range, Severity::Error),
+            (Reject::Unused, Severity::Warning),
+            (Reject::Duplicate, Severity::Error)
+        ]
     );
     assert_eq!(e.errors().count(), 2);
     assert_eq!(Reject::Duplicate.name(), "config_duplicate");
@@ -164,12 +188,18 @@ fn rejects_carry_named_kinds() {
 
 #[test]
 fn manpage_ex1_abbreviated_digest_is_rejected() {
-    assert_eq!(errors("manpage/ex1_www.conf", &[]), ["manpage/ex1_www.conf:21:25: invalid http digest"]);
+    assert_eq!(
+        errors("manpage/ex1_www.conf", &[]),
+        ["manpage/ex1_www.conf:21:25: invalid http digest"]
+    );
 }
 
 #[test]
 fn manpage_ex2_undefined_table_is_rejected() {
-    assert_eq!(errors("manpage/ex2_dns.conf", &[]), ["manpage/ex2_dns.conf:7:13: no such table: dnshosts"]);
+    assert_eq!(
+        errors("manpage/ex2_dns.conf", &[]),
+        ["manpage/ex2_dns.conf:7:13: no such table: dnshosts"]
+    );
 }
 
 #[test]
@@ -201,9 +231,39 @@ fn every_prefix_of_a_valid_file_is_handled() {
 #[test]
 fn pseudo_random_token_soup_is_handled() {
     let words = [
-        "table", "<", ">", "{", "}", "redirect", "relay", "listen", "on", "port", "forward", "to", "check", "carp",
-        "vhid", ",", "\n", "\"x\"", "1", "65537", "$m", "m = 2\n", "include", "/", "pfsync", "protocol", "tcp",
-        "http", "interface", "mode", "route", "\\\n", "#c\n",
+        "table",
+        "<",
+        ">",
+        "{",
+        "}",
+        "redirect",
+        "relay",
+        "listen",
+        "on",
+        "port",
+        "forward",
+        "to",
+        "check",
+        "carp",
+        "vhid",
+        ",",
+        "\n",
+        "\"x\"",
+        "1",
+        "65537",
+        "$m",
+        "m = 2\n",
+        "include",
+        "/",
+        "pfsync",
+        "protocol",
+        "tcp",
+        "http",
+        "interface",
+        "mode",
+        "route",
+        "\\\n",
+        "#c\n",
     ];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..2000 {

@@ -9,11 +9,16 @@ use std::time::Duration;
 use carpio::config::{self, *};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(rel)
 }
 
 fn load(rel: &str, defines: &[(&str, &str)]) -> Config {
-    let d: Vec<(String, String)> = defines.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let d: Vec<(String, String)> = defines
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     match config::load(&fixture(rel), &d) {
         Ok(c) => c,
         Err(e) => panic!("{rel} should load:\n{e}"),
@@ -36,14 +41,24 @@ fn full_globals() {
     assert_eq!(g.timeout, Duration::from_millis(1000));
     assert_eq!(g.prefork, 4);
     assert!(g.log.connection_errors && !g.log.connections && !g.log.host_checks);
-    assert_eq!(g.agentx, Some(AgentxConfig { context: Some("carpio".into()), path: Some("/var/agentx/master".into()), snmp_trap: false }));
+    assert_eq!(
+        g.agentx,
+        Some(AgentxConfig {
+            context: Some("carpio".into()),
+            path: Some("/var/agentx/master".into()),
+            snmp_trap: false
+        })
+    );
     assert_eq!(g.control_socket, "/run/carpio.sock");
     assert_eq!(g.workers, Some(2));
     assert_eq!(g.flow_table_size, 65536);
     assert_eq!(g.maglev_table_size, 251);
     assert_eq!(g.user.as_deref(), Some("_carpio"));
     let m = g.metrics.as_ref().unwrap();
-    assert_eq!((m.addr.clone(), m.port), (ip("127.0.0.1"), PortRange { lo: 9100, hi: 9100 }));
+    assert_eq!(
+        (m.addr.clone(), m.port),
+        (ip("127.0.0.1"), PortRange { lo: 9100, hi: 9100 })
+    );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -52,39 +67,81 @@ fn full_interfaces_carp_pfsync() {
     let c = load("ok/full.conf", &[]);
     assert_eq!(c.interfaces.len(), 2);
     let i0 = &c.interfaces[0];
-    assert_eq!((i0.name.as_str(), i0.ingress, i0.queues, i0.mode), ("eth0", Ingress::Afxdp, Some(2), Some(XdpMode::Native)));
-    assert_eq!((c.interfaces[1].ingress, c.interfaces[1].mode), (Ingress::Afpacket, None));
+    assert_eq!(
+        (i0.name.as_str(), i0.ingress, i0.queues, i0.mode),
+        ("eth0", Ingress::Afxdp, Some(2), Some(XdpMode::Native))
+    );
+    assert_eq!(
+        (c.interfaces[1].ingress, c.interfaces[1].mode),
+        (Ingress::Afpacket, None)
+    );
     assert_eq!(c.groups.len(), 1);
     assert_eq!((c.groups[0].name.as_str(), c.groups[0].demote), ("lb", 0));
 
     let c0 = &c.carp[0];
     assert_eq!(c0.name, "carp0");
     assert_eq!(c0.carpdev.as_deref(), Some("eth0"));
-    assert_eq!(c0.nodes, vec![CarpNode { vhid: 7, advskew: 100 }]);
+    assert_eq!(
+        c0.nodes,
+        vec![CarpNode {
+            vhid: 7,
+            advskew: 100
+        }]
+    );
     assert_eq!(c0.advbase, 1);
     assert_eq!(c0.pass.as_deref(), Some("sekrit"));
     assert_eq!(c0.carppeer, Some("198.18.0.2".parse().unwrap()));
     assert_eq!(c0.balancing, Balancing::Ip);
     assert_eq!(c0.groups, vec!["lb".to_string()]);
     assert!(c0.preempt);
-    assert_eq!(c0.addresses, vec![Prefix { addr: "198.18.0.100".parse().unwrap(), len: 24 }]);
+    assert_eq!(
+        c0.addresses,
+        vec![Prefix {
+            addr: "198.18.0.100".parse().unwrap(),
+            len: 24
+        }]
+    );
 
     let c1 = &c.carp[1];
     // Sorted by vhid, as ip_carp.c keeps them.
-    assert_eq!(c1.nodes, vec![CarpNode { vhid: 1, advskew: 100 }, CarpNode { vhid: 2, advskew: 0 }]);
+    assert_eq!(
+        c1.nodes,
+        vec![
+            CarpNode {
+                vhid: 1,
+                advskew: 100
+            },
+            CarpNode {
+                vhid: 2,
+                advskew: 0
+            }
+        ]
+    );
     assert_eq!(c1.balancing, Balancing::IpStealth);
     assert!(!c1.preempt);
-    assert_eq!(c1.addresses, vec![Prefix { addr: "2001:db8::1".parse().unwrap(), len: 64 }]);
+    assert_eq!(
+        c1.addresses,
+        vec![Prefix {
+            addr: "2001:db8::1".parse().unwrap(),
+            len: 64
+        }]
+    );
 
     let p = c.pfsync.as_ref().unwrap();
-    assert_eq!((p.syncdev.as_deref(), p.syncpeer, p.maxupd, p.defer), (Some("eth1"), None, 64, true));
+    assert_eq!(
+        (p.syncdev.as_deref(), p.syncpeer, p.maxupd, p.defer),
+        (Some("eth1"), None, 64, true)
+    );
 }
 
 #[test]
 fn full_tables_are_named_by_port_and_ids_are_sequential() {
     let c = load("ok/full.conf", &[]);
     let names: Vec<&str> = c.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["mx:25", "dns:5353", "ntp:123", "mx:2525", "dns:53", "ntp"]);
+    assert_eq!(
+        names,
+        ["mx:25", "dns:5353", "ntp:123", "mx:2525", "dns:53", "ntp"]
+    );
     // First use keeps the definition's ids (1..7 in definition order); further copies continue.
     assert_eq!(ids(c.table("mx:25").unwrap()), [1, 2]);
     assert_eq!(ids(c.table("dns:5353").unwrap()), [3, 4, 5]);
@@ -96,7 +153,14 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
     assert_eq!(all, (1..=14).collect::<Vec<_>>());
 
     let mx = c.table("mx:25").unwrap();
-    assert_eq!(mx.check, Check::Send { send: vec![], expect: "220 *".into(), tls: false });
+    assert_eq!(
+        mx.check,
+        Check::Send {
+            send: vec![],
+            expect: "220 *".into(),
+            tls: false
+        }
+    );
     assert_eq!(mx.interval, Duration::from_secs(10));
     assert_eq!(mx.timeout, Duration::from_millis(1000));
     assert_eq!(mx.demote.as_deref(), Some("lb"));
@@ -116,7 +180,10 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
     let mut key = [0u8; 16];
     key[0] = 1;
     key[1] = 2;
-    assert_eq!(c.table("mx:2525").unwrap().mode, Mode::Hash(HashKey::Key(key)));
+    assert_eq!(
+        c.table("mx:2525").unwrap().mode,
+        Mode::Hash(HashKey::Key(key))
+    );
     assert_eq!(c.table("dns:53").unwrap().check, Check::None);
 }
 
@@ -129,17 +196,33 @@ fn full_redirects_and_forwarding_modes() {
     assert_eq!(smtp.session_timeout, Duration::from_secs(300));
     assert!(smtp.sticky && !smtp.disabled);
     let l = &smtp.listen[0];
-    assert_eq!((l.addr.clone(), l.proto, l.port, l.interface.as_deref()), (ip("198.18.0.100"), Proto::Tcp, PortRange { lo: 25, hi: 25 }, Some("eth0")));
+    assert_eq!(
+        (l.addr.clone(), l.proto, l.port, l.interface.as_deref()),
+        (
+            ip("198.18.0.100"),
+            Proto::Tcp,
+            PortRange { lo: 25, hi: 25 },
+            Some("eth0")
+        )
+    );
 
     let dns = c.redirect("dns").unwrap();
-    assert_eq!(dns.listen.iter().map(|l| l.proto).collect::<Vec<_>>(), [Proto::Udp, Proto::Tcp]);
+    assert_eq!(
+        dns.listen.iter().map(|l| l.proto).collect::<Vec<_>>(),
+        [Proto::Udp, Proto::Tcp]
+    );
     assert_eq!(dns.forward, ForwardMode::Gue { port: 6081 });
     assert_eq!((dns.tag.as_deref(), dns.match_tag), (Some("DNS"), true));
     assert_eq!(dns.session_timeout, DEFAULT_SESSION_TIMEOUT);
 
     let ntp = c.redirect("ntp").unwrap();
     assert_eq!(ntp.listen[0].port, PortRange { lo: 123, hi: 124 });
-    assert_eq!(ntp.forward, ForwardMode::Dsr { interface: "eth1".into() });
+    assert_eq!(
+        ntp.forward,
+        ForwardMode::Dsr {
+            interface: "eth1".into()
+        }
+    );
     assert_eq!(ntp.tables, ["ntp:123"]);
     assert!(ntp.disabled);
 }
@@ -148,10 +231,22 @@ fn full_redirects_and_forwarding_modes() {
 fn full_relays_protocols_routers() {
     let c = load("ok/full.conf", &[]);
     let r = c.relay("smtprelay").unwrap();
-    assert_eq!(r.forwards[0], RelayForward { target: RelayTarget::Table("mx:2525".into()), tls: false });
+    assert_eq!(
+        r.forwards[0],
+        RelayForward {
+            target: RelayTarget::Table("mx:2525".into()),
+            tls: false
+        }
+    );
     assert_eq!(
         r.forwards[1].target,
-        RelayTarget::Address { addr: ip("198.18.1.99"), port: Some(25), retry: 3, inet: false, inet6: None }
+        RelayTarget::Address {
+            addr: ip("198.18.1.99"),
+            port: Some(25),
+            retry: 3,
+            inet: false,
+            inet6: None
+        }
     );
     assert_eq!(r.proxy_protocol, Some(ProxyProtocol::V2));
     assert_eq!(r.session_timeout, Duration::from_secs(120));
@@ -166,23 +261,46 @@ fn full_relays_protocols_routers() {
     assert_eq!(p.kind, ProtocolKind::Tcp);
     assert_eq!(
         p.tcp,
-        TcpOptions { nodelay: true, sack: false, splice: false, backlog: 128, socket_buffer: None, ip_ttl: None, ip_minttl: Some(254) }
+        TcpOptions {
+            nodelay: true,
+            sack: false,
+            splice: false,
+            backlog: 128,
+            socket_buffer: None,
+            ip_ttl: None,
+            ip_minttl: Some(254)
+        }
     );
     let p = c.protocol("dnsproxy").unwrap();
-    assert_eq!((p.kind, p.tcp.ip_ttl, p.tcp.splice), (ProtocolKind::Dns, Some(64), true));
+    assert_eq!(
+        (p.kind, p.tcp.ip_ttl, p.tcp.splice),
+        (ProtocolKind::Dns, Some(64), true)
+    );
 
     let rt = &c.routers[0];
     assert_eq!(rt.name, "uplinks");
-    assert_eq!(rt.routes, vec![Prefix { addr: "198.18.128.0".parse().unwrap(), len: 17 }]);
+    assert_eq!(
+        rt.routes,
+        vec![Prefix {
+            addr: "198.18.128.0".parse().unwrap(),
+            len: 17
+        }]
+    );
     assert_eq!(rt.table, "ntp");
-    assert_eq!((rt.rtable, rt.rtlabel.as_deref()), (Some(1), Some("carpio")));
+    assert_eq!(
+        (rt.rtable, rt.rtlabel.as_deref()),
+        (Some(1), Some("carpio"))
+    );
 }
 
 #[test]
 fn include_is_relative_and_macros_cross_files() {
     let c = load("ok/include.conf", &[]);
     assert_eq!(c.table("resolvers:53").map(ids), Some(vec![1, 2]));
-    assert_eq!(c.redirect("dns").unwrap().listen[0].port, PortRange { lo: 53, hi: 53 });
+    assert_eq!(
+        c.redirect("dns").unwrap().listen[0].port,
+        PortRange { lo: 53, hi: 53 }
+    );
 }
 
 #[test]
@@ -194,7 +312,14 @@ fn cmdline_defines_override_file_macros() {
 #[test]
 fn older_spellings_are_aliases() {
     let c = load("ok/aliases.conf", &[]);
-    assert_eq!(c.global.agentx, Some(AgentxConfig { context: None, path: Some("/var/agentx/master".into()), snmp_trap: true }));
+    assert_eq!(
+        c.global.agentx,
+        Some(AgentxConfig {
+            context: None,
+            path: Some("/var/agentx/master".into()),
+            snmp_trap: true
+        })
+    );
     assert!(c.global.log.host_checks);
     let w = c.redirect("www").unwrap();
     assert_eq!(w.tag.as_deref(), Some("WWW"));
@@ -202,8 +327,17 @@ fn older_spellings_are_aliases() {
     assert_eq!(c.table("web:80").unwrap().check, Check::Tls);
     let r = c.relay("r").unwrap();
     assert!(r.listen[0].tls);
-    assert_eq!(r.forwards[0], RelayForward { target: RelayTarget::Table("web:443".into()), tls: true });
-    assert_eq!(c.table("web:443").unwrap().mode, Mode::Loadbalance(HashKey::Random));
+    assert_eq!(
+        r.forwards[0],
+        RelayForward {
+            target: RelayTarget::Table("web:443".into()),
+            tls: true
+        }
+    );
+    assert_eq!(
+        c.table("web:443").unwrap().mode,
+        Mode::Loadbalance(HashKey::Random)
+    );
     let p = c.protocol("old").unwrap();
     assert_eq!(p.tls.ciphers.as_deref(), Some("HIGH:!aNULL"));
     assert!(p.tls.tlsv1_2 && p.tls.tlsv1_3);
@@ -243,9 +377,18 @@ fn manpage_ex1_with_full_digest() {
     assert_eq!(r.tag.as_deref(), Some("REDIRECTED"));
     let php = c.table("phphosts:8080").unwrap();
     assert_eq!(php.hosts.len(), 4);
-    assert_eq!(php.hosts[3].addr, Address::Name("front-www4.private.example.com".into()));
+    assert_eq!(
+        php.hosts[3].addr,
+        Address::Name("front-www4.private.example.com".into())
+    );
     assert_eq!(php.timeout, Duration::from_millis(300));
-    let Check::Http { tls: false, path, host: None, expect: HttpExpect::Digest(Digest::Sha1(d)) } = &php.check else {
+    let Check::Http {
+        tls: false,
+        path,
+        host: None,
+        expect: HttpExpect::Digest(Digest::Sha1(d)),
+    } = &php.check
+    else {
         panic!("{:?}", php.check)
     };
     assert_eq!(path, "/");
@@ -260,7 +403,10 @@ fn manpage_ex1_with_full_digest() {
 fn manpage_ex2_with_table_supplied() {
     let c = load("manpage/ex2_dns_fixed.conf", &[]);
     let r = c.redirect("dns").unwrap();
-    assert_eq!(r.listen.iter().map(|l| l.proto).collect::<Vec<_>>(), [Proto::Tcp, Proto::Udp]);
+    assert_eq!(
+        r.listen.iter().map(|l| l.proto).collect::<Vec<_>>(),
+        [Proto::Tcp, Proto::Udp]
+    );
     assert_eq!(r.tables, ["dnshosts:53"]);
 }
 
@@ -278,14 +424,36 @@ fn manpage_ex3_tls_acceleration() {
             action: RuleAction::Match,
             dir: None,
             quick: false,
-            words: ["header", "set", "X-Forwarded-By", "value", "$SERVER_ADDR:$SERVER_PORT"].map(String::from).to_vec()
+            words: [
+                "header",
+                "set",
+                "X-Forwarded-By",
+                "value",
+                "$SERVER_ADDR:$SERVER_PORT"
+            ]
+            .map(String::from)
+            .to_vec()
         }
     );
-    assert_eq!(p.rules[4], FilterRule { action: RuleAction::Pass, dir: None, quick: false, words: vec![] });
+    assert_eq!(
+        p.rules[4],
+        FilterRule {
+            action: RuleAction::Pass,
+            dir: None,
+            quick: false,
+            words: vec![]
+        }
+    );
     let r = c.relay("tlsaccel").unwrap();
     assert!(r.listen[0].tls);
-    assert_eq!(r.forwards[0].target, RelayTarget::Table("phphosts:8080".into()));
-    assert_eq!(c.table("phphosts:8080").unwrap().mode, Mode::Loadbalance(HashKey::Random));
+    assert_eq!(
+        r.forwards[0].target,
+        RelayTarget::Table("phphosts:8080".into())
+    );
+    assert_eq!(
+        c.table("phphosts:8080").unwrap().mode,
+        Mode::Loadbalance(HashKey::Random)
+    );
 }
 
 #[test]
@@ -297,7 +465,13 @@ fn manpage_ex4_ssh() {
     let r = c.relay("sshforward").unwrap();
     assert_eq!(
         r.forwards[0].target,
-        RelayTarget::Address { addr: Address::Name("shell.example.com".into()), port: Some(22), retry: 0, inet: false, inet6: None }
+        RelayTarget::Address {
+            addr: Address::Name("shell.example.com".into()),
+            port: Some(22),
+            retry: 0,
+            inet: false,
+            inet6: None
+        }
     );
     assert!(c.tables.is_empty());
 }
@@ -310,23 +484,50 @@ fn manpage_ex5_filter_to_destination() {
     assert_eq!(p.rules[2].dir, Some(RuleDir::Request));
     assert!(p.rules[2].quick);
     assert_eq!(p.rules[2].words, ["url", "www.example.com/index.html"]);
-    assert_eq!(c.relay("httpproxy").unwrap().forwards[0].target, RelayTarget::Destination);
+    assert_eq!(
+        c.relay("httpproxy").unwrap().forwards[0].target,
+        RelayTarget::Destination
+    );
 }
 
 #[test]
 fn manpage_ex6_tls_inspection() {
     let c = load("manpage/ex6_tlsinspect.conf", &[]);
     let p = c.protocol("httpfilter").unwrap();
-    assert_eq!(p.tls.ca_key, Some(("/etc/ssl/private/ca.key".into(), Some("password123".into()))));
+    assert_eq!(
+        p.tls.ca_key,
+        Some(("/etc/ssl/private/ca.key".into(), Some("password123".into())))
+    );
     assert_eq!(p.tls.ca_cert.as_deref(), Some("/etc/ssl/CA/ca.crt"));
-    assert_eq!(c.relay("tlsinspect").unwrap().forwards[0], RelayForward { target: RelayTarget::Destination, tls: true });
+    assert_eq!(
+        c.relay("tlsinspect").unwrap().forwards[0],
+        RelayForward {
+            target: RelayTarget::Destination,
+            tls: true
+        }
+    );
 }
 
 #[test]
 fn manpage_ex7_router_with_gateways_defined() {
-    let c = load("manpage/ex7_router.conf", &[("gw1", "198.18.9.1"), ("gw2", "198.18.9.2")]);
+    let c = load(
+        "manpage/ex7_router.conf",
+        &[("gw1", "198.18.9.1"), ("gw2", "198.18.9.2")],
+    );
     let t = c.table("gateways").unwrap();
-    assert_eq!(t.hosts.iter().map(|h| (h.addr.clone(), h.ip_ttl)).collect::<Vec<_>>(), [(ip("198.18.9.1"), Some(1)), (ip("198.18.9.2"), Some(1))]);
+    assert_eq!(
+        t.hosts
+            .iter()
+            .map(|h| (h.addr.clone(), h.ip_ttl))
+            .collect::<Vec<_>>(),
+        [(ip("198.18.9.1"), Some(1)), (ip("198.18.9.2"), Some(1))]
+    );
     assert_eq!(t.check, Check::Icmp);
-    assert_eq!(c.routers[0].routes, vec![Prefix { addr: "0.0.0.0".parse().unwrap(), len: 0 }]);
+    assert_eq!(
+        c.routers[0].routes,
+        vec![Prefix {
+            addr: "0.0.0.0".parse().unwrap(),
+            len: 0
+        }]
+    );
 }

@@ -18,7 +18,7 @@ fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u32;
     while u64::from(d) * u64::from(d) <= u64::from(n) {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -27,11 +27,19 @@ fn is_prime(n: u32) -> bool {
 }
 
 /// Reports names defined more than once (the first definition wins).
-fn duplicates<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Span)>, out: &mut Vec<Diagnostic>) {
+fn duplicates<'a>(
+    what: &str,
+    items: impl Iterator<Item = (&'a str, &'a Span)>,
+    out: &mut Vec<Diagnostic>,
+) {
     let mut seen = HashSet::new();
     for (name, span) in items {
         if !seen.insert(name) {
-            out.push(err(span, Reject::Duplicate, format!("{what} {name} defined twice")));
+            out.push(err(
+                span,
+                Reject::Duplicate,
+                format!("{what} {name} defined twice"),
+            ));
         }
     }
 }
@@ -39,33 +47,84 @@ fn duplicates<'a>(what: &str, items: impl Iterator<Item = (&'a str, &'a Span)>, 
 /// Validates `parsed` and returns the final configuration with the diagnostics (errors and
 /// warnings) of this pass.
 pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
-    let Parsed { mut config, table_defs, uses, interval_span, timeout_span, maglev_span, broken, mentioned } = parsed;
+    let Parsed {
+        mut config,
+        table_defs,
+        uses,
+        interval_span,
+        timeout_span,
+        maglev_span,
+        broken,
+        mentioned,
+    } = parsed;
     let mut d = Vec::new();
     let g = &config.global;
 
     // Global interval and timeout (relayd: the check timeout must be below the interval).
     if g.timeout >= g.interval {
-        let span = timeout_span.or(interval_span.clone()).unwrap_or_else(|| first_span(&table_defs));
+        let span = timeout_span
+            .or(interval_span.clone())
+            .unwrap_or_else(|| first_span(&table_defs));
         d.push(err(
             &span,
             Reject::Range,
-            format!("global timeout {}ms must be less than the interval {}s", g.timeout.as_millis(), g.interval.as_secs()),
+            format!(
+                "global timeout {}ms must be less than the interval {}s",
+                g.timeout.as_millis(),
+                g.interval.as_secs()
+            ),
         ));
     }
-    if let Some(span) = &maglev_span {
-        if !is_prime(g.maglev_table_size) {
-            d.push(err(span, Reject::Range, format!("maglev table size {} is not prime", g.maglev_table_size)));
-        }
+    if let Some(span) = &maglev_span
+        && !is_prime(g.maglev_table_size)
+    {
+        d.push(err(
+            span,
+            Reject::Range,
+            format!("maglev table size {} is not prime", g.maglev_table_size),
+        ));
     }
 
-    duplicates("table", table_defs.iter().map(|t| (t.name.as_str(), &t.span)), &mut d);
-    duplicates("redirect", config.redirects.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("relay", config.relays.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("protocol", config.protocols.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("router", config.routers.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("carp interface", config.carp.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("interface", config.interfaces.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
-    duplicates("group", config.groups.iter().map(|r| (r.name.as_str(), &r.span)), &mut d);
+    duplicates(
+        "table",
+        table_defs.iter().map(|t| (t.name.as_str(), &t.span)),
+        &mut d,
+    );
+    duplicates(
+        "redirect",
+        config.redirects.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "relay",
+        config.relays.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "protocol",
+        config.protocols.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "router",
+        config.routers.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "carp interface",
+        config.carp.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "interface",
+        config.interfaces.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
+    duplicates(
+        "group",
+        config.groups.iter().map(|r| (r.name.as_str(), &r.span)),
+        &mut d,
+    );
 
     // Groups that exist for `demote GROUP`: declared ones and those named in carp blocks.
     let mut groups: HashSet<String> = config.groups.iter().map(|g| g.name.clone()).collect();
@@ -87,13 +146,35 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
 
     for u in &uses {
         let Some(di) = table_defs.iter().position(|t| t.name == u.table) else {
-            d.push(err(&u.span, Reject::Undefined, format!("no such table: {}", u.table)));
+            d.push(err(
+                &u.span,
+                Reject::Undefined,
+                format!("no such table: {}", u.table),
+            ));
             continue;
         };
-        let Some(def) = table_defs.get(di) else { continue };
+        let Some(def) = table_defs.get(di) else {
+            continue;
+        };
         let (kind_redirect, kind_relay, listen_port) = match u.owner {
-            Owner::Redirect(i, _) => (true, false, config.redirects.get(i).and_then(|r| r.listen.first()).map(|l| l.port.lo)),
-            Owner::Relay(i, _) => (false, true, config.relays.get(i).and_then(|r| r.listen.first()).map(|l| l.port.lo)),
+            Owner::Redirect(i, _) => (
+                true,
+                false,
+                config
+                    .redirects
+                    .get(i)
+                    .and_then(|r| r.listen.first())
+                    .map(|l| l.port.lo),
+            ),
+            Owner::Relay(i, _) => (
+                false,
+                true,
+                config
+                    .relays
+                    .get(i)
+                    .and_then(|r| r.listen.first())
+                    .map(|l| l.port.lo),
+            ),
             Owner::Router(_) => (false, false, None),
         };
         let port = u.opts.port.or(listen_port);
@@ -104,12 +185,16 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
         let mode = match &u.opts.mode {
             Some((m, span)) => {
                 match m {
-                    Mode::LeastStates if !kind_redirect => {
-                        d.push(err(span, Reject::Conflict, "mode least-states is only valid for redirects"))
-                    }
-                    Mode::Loadbalance(_) | Mode::Hash(_) if !kind_relay => {
-                        d.push(err(span, Reject::Conflict, "mode loadbalance and hash are only valid for relays"))
-                    }
+                    Mode::LeastStates if !kind_redirect => d.push(err(
+                        span,
+                        Reject::Conflict,
+                        "mode least-states is only valid for redirects",
+                    )),
+                    Mode::Loadbalance(_) | Mode::Hash(_) if !kind_relay => d.push(err(
+                        span,
+                        Reject::Conflict,
+                        "mode loadbalance and hash are only valid for relays",
+                    )),
                     _ => {}
                 }
                 *m
@@ -122,16 +207,31 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
             d.push(err(
                 &u.span,
                 Reject::Range,
-                format!("table {name}: timeout {}ms must be less than the interval {}s", timeout.as_millis(), interval.as_secs()),
+                format!(
+                    "table {name}: timeout {}ms must be less than the interval {}s",
+                    timeout.as_millis(),
+                    interval.as_secs()
+                ),
             ));
         }
-        if u.opts.interval.is_some() && global_interval.as_secs() > 0 && interval.as_secs() % global_interval.as_secs() != 0 {
-            d.push(err(&u.span, Reject::Range, "table interval must be divisible by global interval"));
+        if u.opts.interval.is_some()
+            && global_interval.as_secs() > 0
+            && interval.as_secs() % global_interval.as_secs() != 0
+        {
+            d.push(err(
+                &u.span,
+                Reject::Range,
+                "table interval must be divisible by global interval",
+            ));
         }
-        if let Some(g) = &u.opts.demote {
-            if !groups.contains(g) {
-                d.push(err(&u.span, Reject::Undefined, format!("demote group {g} is not defined")));
-            }
+        if let Some(g) = &u.opts.demote
+            && !groups.contains(g)
+        {
+            d.push(err(
+                &u.span,
+                Reject::Undefined,
+                format!("demote group {g} is not defined"),
+            ));
         }
         let first = !def_used.get(di).copied().unwrap_or(true);
         if let Some(f) = def_used.get_mut(di) {
@@ -164,7 +264,11 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
                     && existing.demote == tc.demote
                     && existing.mode == tc.mode;
                 if !same {
-                    d.push(err(&u.span, Reject::Conflict, format!("table {name} used twice with different options")));
+                    d.push(err(
+                        &u.span,
+                        Reject::Conflict,
+                        format!("table {name} used twice with different options"),
+                    ));
                 }
                 if !first {
                     // The copy was not needed: give the ids back.
@@ -175,12 +279,20 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
         }
         match u.owner {
             Owner::Redirect(i, slot) => {
-                if let Some(s) = config.redirects.get_mut(i).and_then(|r| r.tables.get_mut(slot)) {
+                if let Some(s) = config
+                    .redirects
+                    .get_mut(i)
+                    .and_then(|r| r.tables.get_mut(slot))
+                {
                     *s = name;
                 }
             }
             Owner::Relay(i, slot) => {
-                if let Some(f) = config.relays.get_mut(i).and_then(|r| r.forwards.get_mut(slot)) {
+                if let Some(f) = config
+                    .relays
+                    .get_mut(i)
+                    .and_then(|r| r.forwards.get_mut(slot))
+                {
                     f.target = RelayTarget::Table(name);
                 }
             }
@@ -194,7 +306,11 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     for (i, (t, used)) in table_defs.iter().zip(&def_used).enumerate() {
         let first_of_name = table_defs.iter().position(|o| o.name == t.name) == Some(i);
         if !used && first_of_name && !mentioned.contains(&t.name) {
-            d.push(Diagnostic::warning(&t.span, Reject::Unused, format!("unused table: {}", t.name)));
+            d.push(Diagnostic::warning(
+                &t.span,
+                Reject::Unused,
+                format!("unused table: {}", t.name),
+            ));
         }
     }
 
@@ -203,10 +319,14 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     ids.extend(1..next_id);
     for t in &table_defs {
         for h in &t.hosts {
-            if let Some(p) = h.parent {
-                if !ids.contains(&p) {
-                    d.push(err(&h.span, Reject::Undefined, format!("parent host id {p} does not exist")));
-                }
+            if let Some(p) = h.parent
+                && !ids.contains(&p)
+            {
+                d.push(err(
+                    &h.span,
+                    Reject::Undefined,
+                    format!("parent host id {p} does not exist"),
+                ));
             }
         }
     }
@@ -219,7 +339,11 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
 }
 
 fn first_span(defs: &[TableDef]) -> Span {
-    defs.first().map(|t| t.span.clone()).unwrap_or(Span { file: "".into(), line: 0, col: 0 })
+    defs.first().map(|t| t.span.clone()).unwrap_or(Span {
+        file: "".into(),
+        line: 0,
+        col: 0,
+    })
 }
 
 fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {
@@ -240,13 +364,28 @@ fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {
 fn check_redirects(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for r in &config.redirects {
         if r.listen.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("redirect {} has no listen on", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("redirect {} has no listen on", r.name),
+            ));
         }
         if r.tables.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("redirect {} has no forward to", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("redirect {} has no forward to", r.name),
+            ));
         }
         if r.tables.len() > 2 {
-            d.push(err(&r.span, Reject::Range, format!("redirect {} has more than two tables (main and backup)", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Range,
+                format!(
+                    "redirect {} has more than two tables (main and backup)",
+                    r.name
+                ),
+            ));
         }
     }
 }
@@ -254,8 +393,12 @@ fn check_redirects(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
 fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     // A relay with a dns protocol listens on UDP: the socket type comes from the protocol
     // (relayd F_UDP, spec §5).
-    let dns: HashSet<String> =
-        config.protocols.iter().filter(|p| p.kind == ProtocolKind::Dns).map(|p| p.name.clone()).collect();
+    let dns: HashSet<String> = config
+        .protocols
+        .iter()
+        .filter(|p| p.kind == ProtocolKind::Dns)
+        .map(|p| p.name.clone())
+        .collect();
     for r in &mut config.relays {
         if r.protocol.as_ref().is_some_and(|p| dns.contains(p)) {
             for l in &mut r.listen {
@@ -265,16 +408,28 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     }
     for r in &config.relays {
         if r.listen.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("relay {} has no listen on", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("relay {} has no listen on", r.name),
+            ));
         }
         if r.forwards.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("relay {} has no forward to", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("relay {} has no forward to", r.name),
+            ));
         }
         let proto = match &r.protocol {
             Some(p) => match config.protocol(p) {
                 Some(pr) => Some(pr),
                 None => {
-                    d.push(err(&r.span, Reject::Undefined, format!("relay {}: no such protocol: {p}", r.name)));
+                    d.push(err(
+                        &r.span,
+                        Reject::Undefined,
+                        format!("relay {}: no such protocol: {p}", r.name),
+                    ));
                     None
                 }
             },
@@ -284,13 +439,29 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
         if let Some(pr) = proto {
             if pr.kind == ProtocolKind::Dns && tls {
                 // relay_udp.c: UDP with TLS is fatal at config time (spec §5).
-                d.push(err(&r.span, Reject::Conflict, format!("relay {}: tls is not supported with dns protocol {}", r.name, pr.name)));
+                d.push(err(
+                    &r.span,
+                    Reject::Conflict,
+                    format!(
+                        "relay {}: tls is not supported with dns protocol {}",
+                        r.name, pr.name
+                    ),
+                ));
             }
             // TLS inspection needs both the CA certificate and key (spec §4.7).
             let inspect = r.listen.iter().any(|l| l.tls)
-                && r.forwards.iter().any(|f| f.tls && f.target == RelayTarget::Destination);
+                && r.forwards
+                    .iter()
+                    .any(|f| f.tls && f.target == RelayTarget::Destination);
             if inspect && (pr.tls.ca_cert.is_none() || pr.tls.ca_key.is_none()) {
-                d.push(err(&r.span, Reject::Conflict, format!("relay {}: tls inspection needs tls ca cert and tls ca key", r.name)));
+                d.push(err(
+                    &r.span,
+                    Reject::Conflict,
+                    format!(
+                        "relay {}: tls inspection needs tls ca cert and tls ca key",
+                        r.name
+                    ),
+                ));
             }
         }
     }
@@ -299,14 +470,29 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
 fn check_routers(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for r in &config.routers {
         if r.routes.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("router {} has no route", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("router {} has no route", r.name),
+            ));
         }
         if r.table.is_empty() && !broken.contains(&r.span) {
-            d.push(err(&r.span, Reject::Syntax, format!("router {} has no forward to", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Syntax,
+                format!("router {} has no forward to", r.name),
+            ));
         }
         let v4 = r.routes.iter().filter(|p| p.addr.is_ipv4()).count();
         if v4 != 0 && v4 != r.routes.len() {
-            d.push(err(&r.span, Reject::Conflict, format!("router {}: routes must all be of one address family", r.name)));
+            d.push(err(
+                &r.span,
+                Reject::Conflict,
+                format!(
+                    "router {}: routes must all be of one address family",
+                    r.name
+                ),
+            ));
         }
     }
 }
@@ -314,7 +500,14 @@ fn check_routers(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
 fn check_carpio(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for i in &config.interfaces {
         if i.mode.is_some() && i.ingress != Ingress::Afxdp {
-            d.push(err(&i.span, Reject::Conflict, format!("interface {}: mode native|generic only applies to ingress afxdp", i.name)));
+            d.push(err(
+                &i.span,
+                Reject::Conflict,
+                format!(
+                    "interface {}: mode native|generic only applies to ingress afxdp",
+                    i.name
+                ),
+            ));
         }
     }
     // A vhid may appear once per parent device (ip_carp.c returns EINVAL otherwise).
@@ -322,17 +515,30 @@ fn check_carpio(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
     for c in &config.carp {
         for n in &c.nodes {
             if let Some(other) = vhids.insert((c.carpdev.as_deref(), n.vhid), c.name.as_str()) {
-                d.push(err(&c.span, Reject::Duplicate, format!("{}: vhid {} is already used by {other}", c.name, n.vhid)));
+                d.push(err(
+                    &c.span,
+                    Reject::Duplicate,
+                    format!("{}: vhid {} is already used by {other}", c.name, n.vhid),
+                ));
             }
         }
         if c.addresses.is_empty() && !broken.contains(&c.span) {
-            d.push(err(&c.span, Reject::Syntax, format!("carp {} has no address", c.name)));
+            d.push(err(
+                &c.span,
+                Reject::Syntax,
+                format!("carp {} has no address", c.name),
+            ));
         }
     }
-    if let Some(p) = &config.pfsync {
-        if p.syncdev.is_none() && p.syncpeer.is_none() {
-            d.push(err(&p.span, Reject::Syntax, "pfsync needs syncdev or syncpeer"));
-        }
+    if let Some(p) = &config.pfsync
+        && p.syncdev.is_none()
+        && p.syncpeer.is_none()
+    {
+        d.push(err(
+            &p.span,
+            Reject::Syntax,
+            "pfsync needs syncdev or syncpeer",
+        ));
     }
 }
 

@@ -100,26 +100,48 @@ struct Lexer {
 
 /// Lexes `text` (named `name` in spans); `path` is where it lives, for relative includes.
 pub fn lex(name: &str, text: &str, path: Option<&Path>, defines: &[(String, String)]) -> Lexed {
-    let mut lx = Lexer { macros: HashMap::new(), out: Vec::new(), diags: Vec::new(), stack: Vec::new() };
+    let mut lx = Lexer {
+        macros: HashMap::new(),
+        out: Vec::new(),
+        diags: Vec::new(),
+        stack: Vec::new(),
+    };
     for (k, v) in defines {
-        lx.macros.insert(k.clone(), Macro { value: v.clone(), from_cmdline: true });
+        lx.macros.insert(
+            k.clone(),
+            Macro {
+                value: v.clone(),
+                from_cmdline: true,
+            },
+        );
     }
     if let Some(p) = path {
-        lx.stack.push(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+        lx.stack
+            .push(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
     }
     lx.file(name, text, path);
-    let span = lx
-        .out
-        .last()
-        .map(|t| t.span.clone())
-        .unwrap_or(Span { file: Arc::from(name), line: 1, col: 1 });
-    lx.out.push(Token { tok: Tok::Eof, span });
-    Lexed { tokens: lx.out, diagnostics: lx.diags }
+    let span = lx.out.last().map(|t| t.span.clone()).unwrap_or(Span {
+        file: Arc::from(name),
+        line: 1,
+        col: 1,
+    });
+    lx.out.push(Token {
+        tok: Tok::Eof,
+        span,
+    });
+    Lexed {
+        tokens: lx.out,
+        diagnostics: lx.diags,
+    }
 }
 
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
-        || (c.is_ascii_punctuation() && !matches!(c, '(' | ')' | '{' | '}' | '<' | '>' | '!' | '=' | '/' | '#' | ',' | '"' | '\''))
+        || (c.is_ascii_punctuation()
+            && !matches!(
+                c,
+                '(' | ')' | '{' | '}' | '<' | '>' | '!' | '=' | '/' | '#' | ',' | '"' | '\''
+            ))
 }
 
 fn is_macro_name(s: &str) -> bool {
@@ -127,7 +149,13 @@ fn is_macro_name(s: &str) -> bool {
 }
 
 /// Splits one file into raw tokens (macros not yet expanded).
-fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
+fn raw_tokens(
+    file: &Arc<str>,
+    text: &str,
+    line0: u32,
+    col0: u32,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Token> {
     let chars: Vec<char> = text.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0usize;
@@ -143,7 +171,11 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
         }
     };
     while let Some(&c) = chars.get(i) {
-        let span = Span { file: file.clone(), line, col };
+        let span = Span {
+            file: file.clone(),
+            line,
+            col,
+        };
         match c {
             '\\' if chars.get(i + 1) == Some(&'\n') => {
                 step(&mut i, &mut line, &mut col, c);
@@ -159,7 +191,10 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
                 }
             }
             '\n' => {
-                toks.push(Token { tok: Tok::Newline, span });
+                toks.push(Token {
+                    tok: Tok::Newline,
+                    span,
+                });
                 step(&mut i, &mut line, &mut col, c);
             }
             '"' | '\'' => {
@@ -196,10 +231,17 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
                     step(&mut i, &mut line, &mut col, c);
                 }
                 if !closed {
-                    diags.push(Diagnostic::error(&span, Reject::Lexical, "unterminated quoted string"));
+                    diags.push(Diagnostic::error(
+                        &span,
+                        Reject::Lexical,
+                        "unterminated quoted string",
+                    ));
                 }
                 // Keep what was read so the parser does not report the same mistake again.
-                toks.push(Token { tok: Tok::Str(s), span });
+                toks.push(Token {
+                    tok: Tok::Str(s),
+                    span,
+                });
             }
             '{' | '}' | '<' | '>' | ',' | '=' | '/' | '(' | ')' | '!' => {
                 let tok = match c {
@@ -228,9 +270,16 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
                     step(&mut i, &mut line, &mut col, c);
                 }
                 if name.is_empty() {
-                    diags.push(Diagnostic::error(&span, Reject::Macro, "'$' without a macro name"));
+                    diags.push(Diagnostic::error(
+                        &span,
+                        Reject::Macro,
+                        "'$' without a macro name",
+                    ));
                 } else {
-                    toks.push(Token { tok: Tok::Macro(name), span });
+                    toks.push(Token {
+                        tok: Tok::Macro(name),
+                        span,
+                    });
                 }
             }
             c if is_word_char(c) => {
@@ -247,7 +296,10 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
                     w.push(c);
                     step(&mut i, &mut line, &mut col, c);
                 }
-                toks.push(Token { tok: Tok::Word(w), span });
+                toks.push(Token {
+                    tok: Tok::Word(w),
+                    span,
+                });
             }
             other => {
                 diags.push(Diagnostic::error(
@@ -264,43 +316,59 @@ fn raw_tokens(file: &Arc<str>, text: &str, line0: u32, col0: u32, diags: &mut Ve
 
 impl Lexer {
     fn at_statement_start(&self) -> bool {
-        matches!(self.out.last().map(|t| &t.tok), None | Some(Tok::Newline) | Some(Tok::LBrace) | Some(Tok::RBrace))
+        matches!(
+            self.out.last().map(|t| &t.tok),
+            None | Some(Tok::Newline) | Some(Tok::LBrace) | Some(Tok::RBrace)
+        )
     }
 
     fn file(&mut self, name: &str, text: &str, path: Option<&Path>) {
         let file: Arc<str> = Arc::from(name);
         let raw = raw_tokens(&file, text, 1, 1, &mut self.diags);
-        let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let base = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let mut i = 0usize;
         while let Some(t) = raw.get(i) {
             // `name = value` (relayd `varset`).
-            if let (Tok::Word(name), Some(Tok::Equals)) = (&t.tok, raw.get(i + 1).map(|t| &t.tok)) {
-                if self.at_statement_start() {
-                    let value = match raw.get(i + 2).map(|t| &t.tok) {
-                        Some(Tok::Word(v)) | Some(Tok::Str(v)) => Some(v.clone()),
-                        Some(Tok::Macro(m)) => self.macros.get(m).map(|m| m.value.clone()),
-                        _ => None,
-                    };
-                    match value {
-                        None => self.diags.push(Diagnostic::error(&t.span, Reject::Macro, format!("macro '{name}' has no value"))),
-                        Some(_) if !is_macro_name(name) => self.diags.push(Diagnostic::error(
-                            &t.span,
-                            Reject::Macro,
-                            format!("macro name '{name}' may only hold letters, digits and '_'"),
-                        )),
-                        Some(value) => {
-                            if !self.macros.get(name).is_some_and(|m| m.from_cmdline) {
-                                self.macros.insert(name.clone(), Macro { value, from_cmdline: false });
-                            }
+            if let (Tok::Word(name), Some(Tok::Equals)) = (&t.tok, raw.get(i + 1).map(|t| &t.tok))
+                && self.at_statement_start()
+            {
+                let value = match raw.get(i + 2).map(|t| &t.tok) {
+                    Some(Tok::Word(v)) | Some(Tok::Str(v)) => Some(v.clone()),
+                    Some(Tok::Macro(m)) => self.macros.get(m).map(|m| m.value.clone()),
+                    _ => None,
+                };
+                match value {
+                    None => self.diags.push(Diagnostic::error(
+                        &t.span,
+                        Reject::Macro,
+                        format!("macro '{name}' has no value"),
+                    )),
+                    Some(_) if !is_macro_name(name) => self.diags.push(Diagnostic::error(
+                        &t.span,
+                        Reject::Macro,
+                        format!("macro name '{name}' may only hold letters, digits and '_'"),
+                    )),
+                    Some(value) => {
+                        if !self.macros.get(name).is_some_and(|m| m.from_cmdline) {
+                            self.macros.insert(
+                                name.clone(),
+                                Macro {
+                                    value,
+                                    from_cmdline: false,
+                                },
+                            );
                         }
                     }
-                    i += 3;
-                    // The definition's newline ends no statement of its own.
-                    if raw.get(i).map(|t| &t.tok) == Some(&Tok::Newline) {
-                        i += 1;
-                    }
-                    continue;
                 }
+                i += 3;
+                // The definition's newline ends no statement of its own.
+                if raw.get(i).map(|t| &t.tok) == Some(&Tok::Newline) {
+                    i += 1;
+                }
+                continue;
             }
             // `include "file"`.
             if t.tok == Tok::Word("include".into()) && self.at_statement_start() {
@@ -315,7 +383,11 @@ impl Lexer {
                         continue;
                     }
                     _ => {
-                        self.diags.push(Diagnostic::error(&t.span, Reject::Include, "include needs a quoted file name"));
+                        self.diags.push(Diagnostic::error(
+                            &t.span,
+                            Reject::Include,
+                            "include needs a quoted file name",
+                        ));
                         i += 1;
                         continue;
                     }
@@ -328,34 +400,54 @@ impl Lexer {
             i += 1;
         }
         // A file always ends a statement.
-        if !matches!(self.out.last().map(|t| &t.tok), None | Some(Tok::Newline)) {
-            if let Some(last) = raw.last() {
-                self.out.push(Token { tok: Tok::Newline, span: last.span.clone() });
-            }
+        if !matches!(self.out.last().map(|t| &t.tok), None | Some(Tok::Newline))
+            && let Some(last) = raw.last()
+        {
+            self.out.push(Token {
+                tok: Tok::Newline,
+                span: last.span.clone(),
+            });
         }
     }
 
     fn expand(&mut self, name: &str, span: &Span, depth: usize) {
         if depth >= MAX_MACRO_DEPTH {
-            self.diags.push(Diagnostic::error(span, Reject::Macro, format!("macro '{name}' expands too deeply")));
+            self.diags.push(Diagnostic::error(
+                span,
+                Reject::Macro,
+                format!("macro '{name}' expands too deeply"),
+            ));
             return;
         }
         let Some(value) = self.macros.get(name).map(|m| m.value.clone()) else {
-            self.diags.push(Diagnostic::error(span, Reject::Macro, format!("macro '{name}' not defined")));
+            self.diags.push(Diagnostic::error(
+                span,
+                Reject::Macro,
+                format!("macro '{name}' not defined"),
+            ));
             // Stand in an empty argument so the statement around it parses without a second
             // error.
-            self.out.push(Token { tok: Tok::Str(String::new()), span: span.clone() });
+            self.out.push(Token {
+                tok: Tok::Str(String::new()),
+                span: span.clone(),
+            });
             return;
         };
         let mut inner = Vec::new();
         let toks = raw_tokens(&span.file, &value, span.line, span.col, &mut inner);
         for d in inner {
-            self.diags.push(Diagnostic { span: span.clone(), ..d });
+            self.diags.push(Diagnostic {
+                span: span.clone(),
+                ..d
+            });
         }
         for t in toks {
             match t.tok {
                 Tok::Macro(m) => self.expand(&m, span, depth + 1),
-                tok => self.out.push(Token { tok, span: span.clone() }),
+                tok => self.out.push(Token {
+                    tok,
+                    span: span.clone(),
+                }),
             }
         }
     }
@@ -364,17 +456,29 @@ impl Lexer {
         let path = base.join(file);
         let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if self.stack.contains(&canon) {
-            self.diags.push(Diagnostic::error(span, Reject::Include, format!("include loop: {file} is already being read")));
+            self.diags.push(Diagnostic::error(
+                span,
+                Reject::Include,
+                format!("include loop: {file} is already being read"),
+            ));
             return;
         }
         if self.stack.len() >= MAX_INCLUDE_DEPTH {
-            self.diags.push(Diagnostic::error(span, Reject::Include, format!("includes nested too deeply at {file}")));
+            self.diags.push(Diagnostic::error(
+                span,
+                Reject::Include,
+                format!("includes nested too deeply at {file}"),
+            ));
             return;
         }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                self.diags.push(Diagnostic::error(span, Reject::Include, format!("cannot include {file}: {e}")));
+                self.diags.push(Diagnostic::error(
+                    span,
+                    Reject::Include,
+                    format!("cannot include {file}: {e}"),
+                ));
                 return;
             }
         };
@@ -391,7 +495,10 @@ mod tests {
 
     fn toks(text: &str, defines: &[(String, String)]) -> (Vec<Tok>, Vec<String>) {
         let l = lex("t.conf", text, None, defines);
-        (l.tokens.into_iter().map(|t| t.tok).collect(), l.diagnostics.iter().map(|d| d.to_string()).collect())
+        (
+            l.tokens.into_iter().map(|t| t.tok).collect(),
+            l.diagnostics.iter().map(|d| d.to_string()).collect(),
+        )
     }
 
     fn w(s: &str) -> Tok {
@@ -432,9 +539,15 @@ mod tests {
 
     #[test]
     fn macros_expand_and_cmdline_wins() {
-        let (t, e) = toks("a = \"1 2\"\nb = x\nport $a $b\n", &[("b".into(), "y".into())]);
+        let (t, e) = toks(
+            "a = \"1 2\"\nb = x\nport $a $b\n",
+            &[("b".into(), "y".into())],
+        );
         assert!(e.is_empty(), "{e:?}");
-        assert_eq!(t, vec![w("port"), w("1"), w("2"), w("y"), Tok::Newline, Tok::Eof]);
+        assert_eq!(
+            t,
+            vec![w("port"), w("1"), w("2"), w("y"), Tok::Newline, Tok::Eof]
+        );
     }
 
     #[test]

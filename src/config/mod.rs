@@ -77,11 +77,21 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(span: &Span, kind: Reject, message: impl Into<String>) -> Self {
-        Self { span: span.clone(), severity: Severity::Error, kind, message: message.into() }
+        Self {
+            span: span.clone(),
+            severity: Severity::Error,
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn warning(span: &Span, kind: Reject, message: impl Into<String>) -> Self {
-        Self { span: span.clone(), severity: Severity::Warning, kind, message: message.into() }
+        Self {
+            span: span.clone(),
+            severity: Severity::Warning,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -126,7 +136,11 @@ pub fn load(path: &Path, defines: &[(String, String)]) -> Result<Config, Errors>
     match std::fs::read_to_string(path) {
         Ok(text) => run(&name, &text, Some(path), defines),
         Err(e) => {
-            let span = Span { file: Arc::from(name.as_str()), line: 0, col: 0 };
+            let span = Span {
+                file: Arc::from(name.as_str()),
+                line: 0,
+                col: 0,
+            };
             Err(Errors(vec![Diagnostic::error(
                 &span,
                 Reject::Include,
@@ -174,7 +188,10 @@ fn sort(diags: &mut [Diagnostic]) {
         }
     }
     diags.sort_by_key(|d| {
-        let f = files.iter().position(|f| *f == d.span.file).unwrap_or(usize::MAX);
+        let f = files
+            .iter()
+            .position(|f| *f == d.span.file)
+            .unwrap_or(usize::MAX);
         (f, d.span.line, d.span.col)
     });
 }

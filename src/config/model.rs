@@ -128,7 +128,9 @@ pub enum Address {
 
 impl Address {
     pub fn parse(s: &str) -> Self {
-        s.parse().map(Address::Ip).unwrap_or_else(|_| Address::Name(s.to_string()))
+        s.parse()
+            .map(Address::Ip)
+            .unwrap_or_else(|_| Address::Name(s.to_string()))
     }
 }
 
@@ -239,10 +241,25 @@ pub enum Check {
     Icmp,
     Tcp,
     Tls,
-    Http { tls: bool, path: String, host: Option<String>, expect: HttpExpect },
-    Send { send: Vec<u8>, expect: String, tls: bool },
-    Binary { send: Vec<u8>, expect: Vec<u8>, tls: bool },
-    Script { path: String },
+    Http {
+        tls: bool,
+        path: String,
+        host: Option<String>,
+        expect: HttpExpect,
+    },
+    Send {
+        send: Vec<u8>,
+        expect: String,
+        tls: bool,
+    },
+    Binary {
+        send: Vec<u8>,
+        expect: Vec<u8>,
+        tls: bool,
+    },
+    Script {
+        path: String,
+    },
 }
 
 /// A table as used by one redirect/relay/router with one port (relayd copies it as `name:port`).
@@ -300,7 +317,13 @@ pub enum ProxyProtocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayTarget {
     Table(String),
-    Address { addr: Address, port: Option<u16>, retry: u32, inet: bool, inet6: Option<Prefix> },
+    Address {
+        addr: Address,
+        port: Option<u16>,
+        retry: u32,
+        inet: bool,
+        inet6: Option<Prefix>,
+    },
     Destination,
     NatLookup,
 }
@@ -345,7 +368,15 @@ pub struct TcpOptions {
 impl Default for TcpOptions {
     fn default() -> Self {
         // relayd.h: splice on, backlog RELAY_BACKLOG, nodelay and sack off.
-        Self { nodelay: false, sack: false, splice: true, backlog: DEFAULT_BACKLOG, socket_buffer: None, ip_ttl: None, ip_minttl: None }
+        Self {
+            nodelay: false,
+            sack: false,
+            splice: true,
+            backlog: DEFAULT_BACKLOG,
+            socket_buffer: None,
+            ip_ttl: None,
+            ip_minttl: None,
+        }
     }
 }
 
@@ -402,7 +433,10 @@ pub struct HttpOptions {
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { headerlen: DEFAULT_HEADERLEN, websockets: false }
+        Self {
+            headerlen: DEFAULT_HEADERLEN,
+            websockets: false,
+        }
     }
 }
 

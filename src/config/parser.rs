@@ -152,7 +152,10 @@ impl<'a> Parser<'a> {
     }
 
     fn tok_at(&self, n: usize) -> &Tok {
-        self.toks.get(self.pos + n).map(|t| &t.tok).unwrap_or(&Tok::Eof)
+        self.toks
+            .get(self.pos + n)
+            .map(|t| &t.tok)
+            .unwrap_or(&Tok::Eof)
     }
 
     fn span(&self) -> Span {
@@ -160,7 +163,11 @@ impl<'a> Parser<'a> {
             .get(self.pos)
             .or_else(|| self.toks.last())
             .map(|t| t.span.clone())
-            .unwrap_or(Span { file: "".into(), line: 0, col: 0 })
+            .unwrap_or(Span {
+                file: "".into(),
+                line: 0,
+                col: 0,
+            })
     }
 
     fn bump(&mut self) {
@@ -200,7 +207,10 @@ impl<'a> Parser<'a> {
     }
 
     fn unexpected<T>(&self, wanted: &str) -> R<T> {
-        self.err(format!("syntax error: expected {wanted}, found {}", self.tok().describe()))
+        self.err(format!(
+            "syntax error: expected {wanted}, found {}",
+            self.tok().describe()
+        ))
     }
 
     fn range_err<T>(&self, span: &Span, msg: impl Into<String>) -> R<T> {
@@ -208,11 +218,19 @@ impl<'a> Parser<'a> {
     }
 
     fn expect_kw(&mut self, kw: &str) -> R<()> {
-        if self.eat_kw(kw) { Ok(()) } else { self.unexpected(&format!("'{kw}'")) }
+        if self.eat_kw(kw) {
+            Ok(())
+        } else {
+            self.unexpected(&format!("'{kw}'"))
+        }
     }
 
     fn expect(&mut self, t: Tok) -> R<()> {
-        if self.eat(&t) { Ok(()) } else { self.unexpected(&t.describe()) }
+        if self.eat(&t) {
+            Ok(())
+        } else {
+            self.unexpected(&t.describe())
+        }
     }
 
     /// A word or quoted string.
@@ -254,11 +272,19 @@ impl<'a> Parser<'a> {
     }
 
     fn seconds(&mut self, what: &str) -> R<Duration> {
-        Ok(Duration::from_secs(u64::from(self.num_u32(what, 1, i32::MAX as u32)?)))
+        Ok(Duration::from_secs(u64::from(self.num_u32(
+            what,
+            1,
+            i32::MAX as u32,
+        )?)))
     }
 
     fn millis(&mut self, what: &str) -> R<Duration> {
-        Ok(Duration::from_millis(u64::from(self.num_u32(what, 1, i32::MAX as u32)?)))
+        Ok(Duration::from_millis(u64::from(self.num_u32(
+            what,
+            1,
+            i32::MAX as u32,
+        )?)))
     }
 
     fn port_value(&self, s: &str, span: &Span) -> R<u16> {
@@ -304,7 +330,11 @@ impl<'a> Parser<'a> {
             return self.range_err(&span, format!("invalid address '{s}'"));
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = if self.eat(&Tok::Slash) { self.num_u8("prefix length", 0, max)? } else { max };
+        let len = if self.eat(&Tok::Slash) {
+            self.num_u8("prefix length", 0, max)?
+        } else {
+            max
+        };
         Ok(Prefix { addr, len })
     }
 
@@ -322,7 +352,10 @@ impl<'a> Parser<'a> {
     }
 
     fn at_end_of_statement(&self) -> bool {
-        matches!(self.tok(), Tok::Newline | Tok::Comma | Tok::RBrace | Tok::Eof)
+        matches!(
+            self.tok(),
+            Tok::Newline | Tok::Comma | Tok::RBrace | Tok::Eof
+        )
     }
 
     /// Skips the rest of a statement after an error: up to a newline or comma outside braces, or
@@ -362,7 +395,11 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 Tok::Eof => {
-                    self.diags.push(Diagnostic::error(&open, Reject::Syntax, "syntax error: '{' is never closed"));
+                    self.diags.push(Diagnostic::error(
+                        &open,
+                        Reject::Syntax,
+                        "syntax error: '{' is never closed",
+                    ));
                     return Ok(());
                 }
                 _ => {}
@@ -508,13 +545,15 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.expect_kw("table")?;
                 self.expect_kw("size")?;
-                self.out.config.global.flow_table_size = self.num_u32("flow table size", 1024, 1 << 28)?;
+                self.out.config.global.flow_table_size =
+                    self.num_u32("flow table size", 1024, 1 << 28)?;
             }
             "maglev" => {
                 self.bump();
                 self.expect_kw("table")?;
                 self.expect_kw("size")?;
-                self.out.config.global.maglev_table_size = self.num_u32("maglev table size", 2, 1 << 24)?;
+                self.out.config.global.maglev_table_size =
+                    self.num_u32("maglev table size", 2, 1 << 24)?;
                 self.out.maglev_span = Some(span);
             }
             "metrics" => {
@@ -544,8 +583,15 @@ impl<'a> Parser<'a> {
             "group" => {
                 self.bump();
                 let (name, _) = self.string("group name")?;
-                let demote = if self.eat_kw("demote") { self.num_u8("demote", 0, 255)? } else { 0 };
-                self.out.config.groups.push(GroupConfig { name, demote, span });
+                let demote = if self.eat_kw("demote") {
+                    self.num_u8("demote", 0, 255)?
+                } else {
+                    0
+                };
+                self.out
+                    .config
+                    .groups
+                    .push(GroupConfig { name, demote, span });
             }
             "carp" => {
                 self.bump();

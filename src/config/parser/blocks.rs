@@ -8,7 +8,13 @@ impl Parser<'_> {
     /// `interface NAME { ingress afxdp|afpacket|pnet [queues N] [mode native|generic] }`
     pub(super) fn interface(&mut self, span: Span) -> R<()> {
         let (name, _) = self.string("interface name")?;
-        let mut i = InterfaceConfig { name, ingress: Ingress::Afpacket, queues: None, mode: None, span };
+        let mut i = InterfaceConfig {
+            name,
+            ingress: Ingress::Afpacket,
+            queues: None,
+            mode: None,
+            span,
+        };
         self.block(&mut |p| {
             while !p.at_end_of_statement() {
                 if p.eat_kw("ingress") {
@@ -32,7 +38,10 @@ impl Parser<'_> {
                         return p.unexpected("'native' or 'generic'");
                     });
                 } else {
-                    return p.err(format!("syntax error: unknown interface option {}", p.tok().describe()));
+                    return p.err(format!(
+                        "syntax error: unknown interface option {}",
+                        p.tok().describe()
+                    ));
                 }
             }
             Ok(())
@@ -81,7 +90,9 @@ impl Parser<'_> {
                 let (a, aspan) = p.string("carppeer address")?;
                 match a.parse() {
                     Ok(ip) => c.carppeer = Some(ip),
-                    Err(_) => return p.range_err(&aspan, format!("invalid carppeer address '{a}'")),
+                    Err(_) => {
+                        return p.range_err(&aspan, format!("invalid carppeer address '{a}'"));
+                    }
                 }
             } else if p.eat_kw("carpnodes") {
                 c.nodes = p.carpnodes()?;
@@ -108,20 +119,31 @@ impl Parser<'_> {
                 let pf = p.prefix()?;
                 c.addresses.push(pf);
             } else {
-                return p.err(format!("syntax error: unknown carp option {}", p.tok().describe()));
+                return p.err(format!(
+                    "syntax error: unknown carp option {}",
+                    p.tok().describe()
+                ));
             }
             Ok(())
         })?;
         match (vhid, nodes_span) {
             (Some((_, vspan)), Some(_)) => {
-                self.diags.push(Diagnostic::error(&vspan, Reject::Conflict, "use either vhid or carpnodes, not both"));
+                self.diags.push(Diagnostic::error(
+                    &vspan,
+                    Reject::Conflict,
+                    "use either vhid or carpnodes, not both",
+                ));
             }
             (Some((v, _)), None) => c.nodes.push(CarpNode { vhid: v, advskew }),
             (None, Some(_)) => {}
             // A vhid statement that failed to parse was already reported.
             (None, None) if self.diags.len() > errors_before => {}
             (None, None) => {
-                self.diags.push(Diagnostic::error(&span, Reject::Syntax, format!("carp {} has no vhid", c.name)));
+                self.diags.push(Diagnostic::error(
+                    &span,
+                    Reject::Syntax,
+                    format!("carp {} has no vhid", c.name),
+                ));
             }
         }
         self.out.config.carp.push(c);
@@ -133,7 +155,10 @@ impl Parser<'_> {
         let (n, _) = self.number("advskew", 0, 255)?;
         if n == 255 {
             // ifconfig.c setcarp_advskew: strtonum(0, 254); 255 means bow-out (spec §9 item 7).
-            return self.range_err(&span, "invalid advskew 255: must be 0..254 (255 is reserved for bow-out)");
+            return self.range_err(
+                &span,
+                "invalid advskew 255: must be 0..254 (255 is reserved for bow-out)",
+            );
         }
         Ok(u8::try_from(n).unwrap_or(0))
     }
@@ -144,18 +169,35 @@ impl Parser<'_> {
         loop {
             let (s, span) = self.string("vhid:advskew")?;
             let Some((v, a)) = s.split_once(':') else {
-                return self.range_err(&span, format!("invalid carpnode '{s}': expected vhid:advskew"));
+                return self.range_err(
+                    &span,
+                    format!("invalid carpnode '{s}': expected vhid:advskew"),
+                );
             };
             let vhid = match v.parse::<u8>() {
                 Ok(v) if v >= 1 => v,
-                _ => return self.range_err(&span, format!("invalid carpnode vhid '{v}': must be 1..255")),
+                _ => {
+                    return self.range_err(
+                        &span,
+                        format!("invalid carpnode vhid '{v}': must be 1..255"),
+                    );
+                }
             };
             let advskew = match a.parse::<u8>() {
                 Ok(a) if a < 255 => a,
-                _ => return self.range_err(&span, format!("invalid carpnode advskew '{a}': must be 0..254")),
+                _ => {
+                    return self.range_err(
+                        &span,
+                        format!("invalid carpnode advskew '{a}': must be 0..254"),
+                    );
+                }
             };
             if nodes.iter().any(|n: &CarpNode| n.vhid == vhid) {
-                return Err(Diagnostic::error(&span, Reject::Duplicate, format!("vhid {vhid} listed twice in carpnodes")));
+                return Err(Diagnostic::error(
+                    &span,
+                    Reject::Duplicate,
+                    format!("vhid {vhid} listed twice in carpnodes"),
+                ));
             }
             nodes.push(CarpNode { vhid, advskew });
             // A comma followed by another V:S continues the list; otherwise it ends the statement.
@@ -167,7 +209,10 @@ impl Parser<'_> {
             }
         }
         if nodes.len() > 32 {
-            return self.range_err(&self.span(), format!("too many carpnodes ({}): at most 32", nodes.len()));
+            return self.range_err(
+                &self.span(),
+                format!("too many carpnodes ({}): at most 32", nodes.len()),
+            );
         }
         // ip_carp.c keeps the vhosts sorted by vhid; the lowest is the leader (spec §2.1).
         nodes.sort_by_key(|n| n.vhid);
@@ -177,9 +222,19 @@ impl Parser<'_> {
     /// `pfsync { syncdev IF | syncpeer ADDR, maxupd N, [no] defer }`
     pub(super) fn pfsync(&mut self, span: Span) -> R<()> {
         if self.out.config.pfsync.is_some() {
-            return Err(Diagnostic::error(&span, Reject::Duplicate, "pfsync defined twice"));
+            return Err(Diagnostic::error(
+                &span,
+                Reject::Duplicate,
+                "pfsync defined twice",
+            ));
         }
-        let mut c = PfsyncConfig { syncdev: None, syncpeer: None, maxupd: 128, defer: false, span };
+        let mut c = PfsyncConfig {
+            syncdev: None,
+            syncpeer: None,
+            maxupd: 128,
+            defer: false,
+            span,
+        };
         self.block(&mut |p| {
             let no = p.eat_kw("no");
             if p.eat_kw("defer") {
@@ -192,12 +247,17 @@ impl Parser<'_> {
                 let (a, aspan) = p.string("syncpeer address")?;
                 match a.parse() {
                     Ok(ip) => c.syncpeer = Some(ip),
-                    Err(_) => return p.range_err(&aspan, format!("invalid syncpeer address '{a}'")),
+                    Err(_) => {
+                        return p.range_err(&aspan, format!("invalid syncpeer address '{a}'"));
+                    }
                 }
             } else if p.eat_kw("maxupd") {
                 c.maxupd = p.num_u8("maxupd", 0, 255)?;
             } else {
-                return p.err(format!("syntax error: unknown pfsync option {}", p.tok().describe()));
+                return p.err(format!(
+                    "syntax error: unknown pfsync option {}",
+                    p.tok().describe()
+                ));
             }
             Ok(())
         })?;

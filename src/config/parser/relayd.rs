@@ -5,11 +5,22 @@
 use super::*;
 
 /// Words that end a list of table options (so a `mode ... KEY` does not swallow them).
-const TABLE_OPTION_WORDS: &[&str] =
-    &["port", "check", "timeout", "interval", "demote", "mode", "encap", "interface", "retry", "inet", "inet6"];
+const TABLE_OPTION_WORDS: &[&str] = &[
+    "port",
+    "check",
+    "timeout",
+    "interval",
+    "demote",
+    "mode",
+    "encap",
+    "interface",
+    "retry",
+    "inet",
+    "inet6",
+];
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     let b = s.as_bytes();
@@ -72,7 +83,14 @@ impl Parser<'_> {
 
     fn host(&mut self) -> R<HostDef> {
         let (a, span) = self.string("host address")?;
-        let mut h = HostDef { addr: Address::parse(&a), retry: 0, parent: None, priority: None, ip_ttl: None, span };
+        let mut h = HostDef {
+            addr: Address::parse(&a),
+            retry: 0,
+            parent: None,
+            priority: None,
+            ip_ttl: None,
+            span,
+        };
         loop {
             if self.eat_kw("retry") {
                 h.retry = self.num_u32("retry", 0, i32::MAX as u32)?;
@@ -117,7 +135,11 @@ impl Parser<'_> {
                 encap = Some(if self.eat_kw("ipip") {
                     ForwardMode::Ipip
                 } else if self.eat_kw("gue") {
-                    let port = if self.eat_kw("port") { self.port()? } else { DEFAULT_GUE_PORT };
+                    let port = if self.eat_kw("port") {
+                        self.port()?
+                    } else {
+                        DEFAULT_GUE_PORT
+                    };
                     ForwardMode::Gue { port }
                 } else {
                     return self.unexpected("'ipip' or 'gue'");
@@ -126,7 +148,10 @@ impl Parser<'_> {
                 // Old form: the mode without the `mode` keyword (`forward to <t> loadbalance`).
                 o.mode = Some((mode, span));
             } else {
-                return self.err(format!("syntax error: unknown table option {}", self.tok().describe()));
+                return self.err(format!(
+                    "syntax error: unknown table option {}",
+                    self.tok().describe()
+                ));
             }
         }
         Ok((o, interface, encap))
@@ -135,12 +160,16 @@ impl Parser<'_> {
     fn mode(&mut self) -> R<Mode> {
         match self.mode_word()? {
             Some(m) => Ok(m),
-            None => self.unexpected("a mode (roundrobin, random, source-hash, least-states, loadbalance, hash)"),
+            None => self.unexpected(
+                "a mode (roundrobin, random, source-hash, least-states, loadbalance, hash)",
+            ),
         }
     }
 
     fn mode_word(&mut self) -> R<Option<Mode>> {
-        let Tok::Word(w) = self.tok().clone() else { return Ok(None) };
+        let Tok::Word(w) = self.tok().clone() else {
+            return Ok(None);
+        };
         let keyed: fn(HashKey) -> Mode = match w.as_str() {
             "roundrobin" => {
                 self.bump();
@@ -191,7 +220,11 @@ impl Parser<'_> {
             "tls" | "ssl" => Check::Tls,
             "http" | "https" => {
                 let (path, _) = self.string("http path")?;
-                let host = if self.eat_kw("host") { Some(self.string("host name")?.0) } else { None };
+                let host = if self.eat_kw("host") {
+                    Some(self.string("host name")?.0)
+                } else {
+                    None
+                };
                 let expect = if self.eat_kw("code") {
                     HttpExpect::Code(u16::try_from(self.num_u32("http code", 1, 999)?).unwrap_or(0))
                 } else if self.eat_kw("digest") {
@@ -210,10 +243,19 @@ impl Parser<'_> {
                 } else {
                     return self.unexpected("'code' or 'digest'");
                 };
-                Check::Http { tls: w == "https", path, host, expect }
+                Check::Http {
+                    tls: w == "https",
+                    path,
+                    host,
+                    expect,
+                }
             }
             "send" => {
-                let send = if self.eat_kw("nothing") { Vec::new() } else { self.string("send data")?.0.into_bytes() };
+                let send = if self.eat_kw("nothing") {
+                    Vec::new()
+                } else {
+                    self.string("send data")?.0.into_bytes()
+                };
                 self.expect_kw("expect")?;
                 let (expect, _) = self.string("expect pattern")?;
                 let tls = self.eat_kw("tls") || self.eat_kw("ssl");
@@ -227,7 +269,9 @@ impl Parser<'_> {
                 let tls = self.eat_kw("tls") || self.eat_kw("ssl");
                 Check::Binary { send, expect, tls }
             }
-            "script" => Check::Script { path: self.string("script path")?.0 },
+            "script" => Check::Script {
+                path: self.string("script path")?.0,
+            },
             _ => return self.err(format!("syntax error: unknown check '{w}'")),
         })
     }
@@ -236,7 +280,10 @@ impl Parser<'_> {
         let (s, span) = self.string(what)?;
         match hex_bytes(&s) {
             Some(b) => Ok(b),
-            None => self.range_err(&span, format!("invalid binary {what} data '{s}': need an even number of hex digits")),
+            None => self.range_err(
+                &span,
+                format!("invalid binary {what} data '{s}': need an even number of hex digits"),
+            ),
         }
     }
 
@@ -244,7 +291,12 @@ impl Parser<'_> {
         let (table, span) = self.table_name()?;
         self.out.mentioned.push(table.clone());
         let (opts, interface, encap) = self.table_opts()?;
-        self.out.uses.push(TableUse { table, opts: opts.clone(), owner, span });
+        self.out.uses.push(TableUse {
+            table,
+            opts: opts.clone(),
+            owner,
+            span,
+        });
         Ok((opts, interface, encap))
     }
 
@@ -281,7 +333,10 @@ impl Parser<'_> {
             } else if relay && (self.eat_kw("tls") || self.eat_kw("ssl")) {
                 l.tls = true;
             } else {
-                return self.err(format!("syntax error: unexpected {}", self.tok().describe()));
+                return self.err(format!(
+                    "syntax error: unexpected {}",
+                    self.tok().describe()
+                ));
             }
         }
         Ok(l)
@@ -320,7 +375,9 @@ impl Parser<'_> {
                 let mode = match (route, interface, encap) {
                     (true, Some(interface), None) => Some(ForwardMode::Dsr { interface }),
                     (true, None, _) => return p.err("route to needs 'interface IF'"),
-                    (true, Some(_), Some(_)) => return p.err("route to cannot be combined with encap"),
+                    (true, Some(_), Some(_)) => {
+                        return p.err("route to cannot be combined with encap");
+                    }
                     (false, Some(_), _) => return p.err("'interface' is only valid with route to"),
                     (false, None, e) => e,
                 };
@@ -349,7 +406,10 @@ impl Parser<'_> {
             } else if p.eat_kw("disable") {
                 r.disabled = true;
             } else {
-                return p.err(format!("syntax error: unknown redirect option {}", p.tok().describe()));
+                return p.err(format!(
+                    "syntax error: unknown redirect option {}",
+                    p.tok().describe()
+                ));
             }
             Ok(())
         })?;
@@ -405,9 +465,24 @@ impl Parser<'_> {
                     RelayTarget::NatLookup
                 } else {
                     let (a, _) = p.string("forward address")?;
-                    let mut t = RelayTarget::Address { addr: Address::parse(&a), port: None, retry: 0, inet: false, inet6: None };
+                    let mut t = RelayTarget::Address {
+                        addr: Address::parse(&a),
+                        port: None,
+                        retry: 0,
+                        inet: false,
+                        inet6: None,
+                    };
                     while !p.at_end_of_statement() {
-                        let RelayTarget::Address { port, retry, inet, inet6, .. } = &mut t else { break };
+                        let RelayTarget::Address {
+                            port,
+                            retry,
+                            inet,
+                            inet6,
+                            ..
+                        } = &mut t
+                        else {
+                            break;
+                        };
                         if p.eat_kw("port") {
                             *port = Some(p.port()?);
                         } else if p.eat_kw("retry") {
@@ -419,7 +494,8 @@ impl Parser<'_> {
                         } else if p.eat_kw("proxy-protocol") {
                             r.proxy_protocol = Some(p.proxy_version()?);
                         } else {
-                            return p.err(format!("syntax error: unexpected {}", p.tok().describe()));
+                            return p
+                                .err(format!("syntax error: unexpected {}", p.tok().describe()));
                         }
                     }
                     t
@@ -441,7 +517,10 @@ impl Parser<'_> {
             } else if p.eat_kw("disable") {
                 r.disabled = true;
             } else {
-                return p.err(format!("syntax error: unknown relay option {}", p.tok().describe()));
+                return p.err(format!(
+                    "syntax error: unknown relay option {}",
+                    p.tok().describe()
+                ));
             }
             Ok(())
         })?;
@@ -454,7 +533,11 @@ impl Parser<'_> {
     }
 
     fn use_name(&self, idx: usize) -> String {
-        self.out.uses.get(idx).map(|u| u.table.clone()).unwrap_or_default()
+        self.out
+            .uses
+            .get(idx)
+            .map(|u| u.table.clone())
+            .unwrap_or_default()
     }
 
     fn proxy_version(&mut self) -> R<ProxyProtocol> {
@@ -490,7 +573,11 @@ impl Parser<'_> {
                 p.option_list(&mut |p| p.http_option(&mut pr.http))
             } else if p.eat_kw("return") {
                 p.expect_kw("error")?;
-                let style = if p.eat_kw("style") { Some(p.string("style")?.0) } else { None };
+                let style = if p.eat_kw("style") {
+                    Some(p.string("style")?.0)
+                } else {
+                    None
+                };
                 pr.return_error = Some(style);
                 Ok(())
             } else if p.is_kw("block") || p.is_kw("pass") || p.is_kw("match") {
@@ -498,7 +585,10 @@ impl Parser<'_> {
                 pr.rules.push(rule);
                 Ok(())
             } else {
-                p.err(format!("syntax error: unknown protocol option {}", p.tok().describe()))
+                p.err(format!(
+                    "syntax error: unknown protocol option {}",
+                    p.tok().describe()
+                ))
             }
         })?;
         self.out.config.protocols.push(pr);
@@ -507,7 +597,11 @@ impl Parser<'_> {
 
     /// `{ opt, opt ... }` or a single `opt`.
     fn option_list(&mut self, opt: &mut dyn FnMut(&mut Self) -> R<()>) -> R<()> {
-        if *self.tok() == Tok::LBrace { self.block(opt) } else { opt(self) }
+        if *self.tok() == Tok::LBrace {
+            self.block(opt)
+        } else {
+            opt(self)
+        }
     }
 
     fn tcp_option(&mut self, t: &mut TcpOptions) -> R<()> {
@@ -534,7 +628,10 @@ impl Parser<'_> {
                 t.ip_minttl = Some(self.num_u8("ip minttl", 1, 255)?);
             }
         } else {
-            return self.err(format!("syntax error: unknown tcp option {}", self.tok().describe()));
+            return self.err(format!(
+                "syntax error: unknown tcp option {}",
+                self.tok().describe()
+            ));
         }
         Ok(())
     }
@@ -563,7 +660,11 @@ impl Parser<'_> {
             // relayd 1.224: `tlsv1` means all TLSv1.x versions it supports.
             t.tlsv1_2 = !no;
             t.tlsv1_3 = !no;
-        } else if self.eat_kw("sslv3") || self.eat_kw("sslv2") || self.eat_kw("tlsv1.0") || self.eat_kw("tlsv1.1") {
+        } else if self.eat_kw("sslv3")
+            || self.eat_kw("sslv2")
+            || self.eat_kw("tlsv1.0")
+            || self.eat_kw("tlsv1.1")
+        {
             // Accepted and ignored, as relayd 1.224 does.
         } else if self.eat_kw("edh") {
             t.edh = if no {
@@ -583,7 +684,11 @@ impl Parser<'_> {
             } else {
                 self.expect_kw("key")?;
                 let (k, _) = self.string("ca key path")?;
-                let pw = if self.eat_kw("password") { Some(self.string("password")?.0) } else { None };
+                let pw = if self.eat_kw("password") {
+                    Some(self.string("password")?.0)
+                } else {
+                    None
+                };
                 t.ca_key = Some((k, pw));
             }
         } else if self.eat_kw("ciphers") {
@@ -595,7 +700,12 @@ impl Parser<'_> {
             t.ecdhe = Some(self.string("ecdhe curves")?.0);
         } else if self.eat_kw("keypair") {
             let (name, _) = self.string("keypair name")?;
-            let mut k = Keypair { name, cert: None, key: None, ocsp: None };
+            let mut k = Keypair {
+                name,
+                cert: None,
+                key: None,
+                ocsp: None,
+            };
             loop {
                 if self.eat_kw("cert") {
                     k.cert = Some(self.string("cert path")?.0);
@@ -609,7 +719,10 @@ impl Parser<'_> {
             }
             t.keypairs.push(k);
         } else {
-            return self.err(format!("syntax error: unknown tls option {}", self.tok().describe()));
+            return self.err(format!(
+                "syntax error: unknown tls option {}",
+                self.tok().describe()
+            ));
         }
         Ok(())
     }
@@ -622,7 +735,10 @@ impl Parser<'_> {
             // relayd RELAY_MAXHEADERLENGTH.
             h.headerlen = self.num_u32("headerlen", 0, 131072)?;
         } else {
-            return self.err(format!("syntax error: unknown http option {}", self.tok().describe()));
+            return self.err(format!(
+                "syntax error: unknown http option {}",
+                self.tok().describe()
+            ));
         }
         Ok(())
     }
@@ -656,7 +772,12 @@ impl Parser<'_> {
             }
             self.bump();
         }
-        Ok(FilterRule { action, dir, quick, words })
+        Ok(FilterRule {
+            action,
+            dir,
+            quick,
+            words,
+        })
     }
 
     // ---- routers ---------------------------------------------------------------------------
@@ -664,7 +785,14 @@ impl Parser<'_> {
     pub(super) fn router(&mut self, span: Span) -> R<()> {
         let (name, _) = self.string("router name")?;
         let idx = self.out.config.routers.len();
-        let mut r = RouterConfig { name, routes: Vec::new(), table: String::new(), rtable: None, rtlabel: None, span };
+        let mut r = RouterConfig {
+            name,
+            routes: Vec::new(),
+            table: String::new(),
+            rtable: None,
+            rtlabel: None,
+            span,
+        };
         let mut forwards = 0;
         self.block(&mut |p| {
             if p.eat_kw("route") {
@@ -682,7 +810,10 @@ impl Parser<'_> {
             } else if p.eat_kw("rtlabel") {
                 r.rtlabel = Some(p.string("rtlabel")?.0);
             } else {
-                return p.err(format!("syntax error: unknown router option {}", p.tok().describe()));
+                return p.err(format!(
+                    "syntax error: unknown router option {}",
+                    p.tok().describe()
+                ));
             }
             Ok(())
         })?;
