@@ -142,15 +142,19 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
         names,
         ["mx:25", "dns:5353", "ntp:123", "mx:2525", "dns:53", "ntp"]
     );
-    // First use keeps the definition's ids (1..7 in definition order); further copies continue.
-    assert_eq!(ids(c.table("mx:25").unwrap()), [1, 2]);
-    assert_eq!(ids(c.table("dns:5353").unwrap()), [3, 4, 5]);
-    assert_eq!(ids(c.table("ntp:123").unwrap()), [6, 7]);
-    assert_eq!(ids(c.table("mx:2525").unwrap()), [8, 9]);
-    assert_eq!(ids(c.table("dns:53").unwrap()), [10, 11, 12]);
-    assert_eq!(ids(c.table("ntp").unwrap()), [13, 14]);
+    // relayd numbering (parse.y `table_inherit`): the definitions take ids 1..7 in source
+    // order, then each new `name:port` copy takes fresh ones.
+    assert_eq!(ids(c.table("mx:25").unwrap()), [8, 9]);
+    assert_eq!(ids(c.table("dns:5353").unwrap()), [10, 11, 12]);
+    assert_eq!(ids(c.table("ntp:123").unwrap()), [13, 14]);
+    assert_eq!(ids(c.table("mx:2525").unwrap()), [15, 16]);
+    assert_eq!(ids(c.table("dns:53").unwrap()), [17, 18, 19]);
+    assert_eq!(ids(c.table("ntp").unwrap()), [20, 21]);
     let all: Vec<u32> = c.hosts().map(|h| h.id).collect();
-    assert_eq!(all, (1..=14).collect::<Vec<_>>());
+    assert_eq!(all, (8..=21).collect::<Vec<_>>());
+    // `parent 3` (the first dns host as defined) becomes that host's copy in each copy.
+    assert_eq!(c.table("dns:5353").unwrap().hosts[1].parent, Some(10));
+    assert_eq!(c.table("dns:53").unwrap().hosts[1].parent, Some(17));
 
     let mx = c.table("mx:25").unwrap();
     assert_eq!(
@@ -172,7 +176,6 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
     assert_eq!(dns.check, Check::Tcp);
     assert_eq!(dns.timeout, Duration::from_millis(300));
     assert!(matches!(dns.mode, Mode::SourceHash(HashKey::Key(_))));
-    assert_eq!(dns.hosts[1].parent, Some(3));
     assert_eq!(dns.hosts[2].ip_ttl, Some(1));
     assert_eq!(dns.hosts[2].addr, ip("fe80::53"));
 
@@ -296,7 +299,7 @@ fn full_relays_protocols_routers() {
 #[test]
 fn include_is_relative_and_macros_cross_files() {
     let c = load("ok/include.conf", &[]);
-    assert_eq!(c.table("resolvers:53").map(ids), Some(vec![1, 2]));
+    assert_eq!(c.table("resolvers:53").map(ids), Some(vec![3, 4]));
     assert_eq!(
         c.redirect("dns").unwrap().listen[0].port,
         PortRange { lo: 53, hi: 53 }
@@ -396,7 +399,9 @@ fn manpage_ex1_with_full_digest() {
     let sorry = c.table("sorryhost:8080").unwrap();
     assert!(sorry.disabled);
     assert_eq!(sorry.check, Check::Icmp);
-    assert_eq!(ids(sorry), [5]);
+    // Definitions take 1..5, then the copies: phphosts:8080 6..9, sorryhost:8080 10.
+    assert_eq!(ids(php), [6, 7, 8, 9]);
+    assert_eq!(ids(sorry), [10]);
 }
 
 #[test]
@@ -530,4 +535,21 @@ fn manpage_ex7_router_with_gateways_defined() {
             len: 0
         }]
     );
+}
+
+#[test]
+fn ids_follow_source_order_and_shared_copies_take_none() {
+    let text = "table <a> { 198.18.0.1 }\n\
+                redirect r1 {\n listen on 198.18.0.10 port 53\n forward to <a> check icmp\n}\n\
+                redirect r2 {\n listen on 198.18.0.11 port 53\n forward to <a> check icmp\n}\n\
+                table <b> { 198.18.0.2, 198.18.0.3 parent 1 }\n\
+                redirect r3 {\n listen on 198.18.0.12 port 53\n forward to <b> check icmp\n}\n";
+    let c = config::parse_str("order.conf", text, &[]).unwrap();
+    // a: definition 1, copy a:53 2 (shared by r1 and r2); b: definitions 3-4, copy b:53 5-6.
+    assert_eq!(c.tables.len(), 2);
+    assert_eq!(ids(c.table("a:53").unwrap()), [2]);
+    assert_eq!(ids(c.table("b:53").unwrap()), [5, 6]);
+    assert_eq!(c.redirect("r2").unwrap().tables, ["a:53"]);
+    // `parent 1` is host 1 as defined, whose checked copy is host 2 in a:53.
+    assert_eq!(c.table("b:53").unwrap().hosts[1].parent, Some(2));
 }

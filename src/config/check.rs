@@ -134,17 +134,28 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
         groups.insert("carp".into());
     }
 
-    // Host ids: sequential from 1 across the table definitions (relayd `last_host_id`).
+    // Host ids are allocated in source order, as relayd's parser does (`last_host_id`): each
+    // host of a `table` definition takes one, and each new `name:port` copy takes fresh ones
+    // (parse.y `table_inherit`). The copies are what the health checks and relayctl see.
     let mut next_id = 1u32;
-    let mut def_ids: Vec<u32> = Vec::with_capacity(table_defs.len());
-    for t in &table_defs {
-        def_ids.push(next_id);
-        next_id = next_id.saturating_add(u32::try_from(t.hosts.len()).unwrap_or(u32::MAX));
-    }
+    let mut def_ids: Vec<u32> = vec![0; table_defs.len()];
+    let mut next_def = 0usize;
+    let mut alloc_defs_before = |seq: usize, next_id: &mut u32| {
+        while let Some(t) = table_defs.get(next_def)
+            && t.seq < seq
+        {
+            if let Some(slot) = def_ids.get_mut(next_def) {
+                *slot = *next_id;
+            }
+            *next_id = next_id.saturating_add(u32::try_from(t.hosts.len()).unwrap_or(u32::MAX));
+            next_def += 1;
+        }
+    };
     let mut def_used = vec![false; table_defs.len()];
     let global_interval = config.global.interval;
 
     for u in &uses {
+        alloc_defs_before(u.seq, &mut next_id);
         let Some(di) = table_defs.iter().position(|t| t.name == u.table) else {
             d.push(err(
                 &u.span,
@@ -233,17 +244,11 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
                 format!("demote group {g} is not defined"),
             ));
         }
-        let first = !def_used.get(di).copied().unwrap_or(true);
         if let Some(f) = def_used.get_mut(di) {
             *f = true;
         }
-        let base_id = if first {
-            def_ids.get(di).copied().unwrap_or(next_id)
-        } else {
-            let b = next_id;
-            next_id = next_id.saturating_add(u32::try_from(def.hosts.len()).unwrap_or(u32::MAX));
-            b
-        };
+        let base_id = next_id;
+        next_id = next_id.saturating_add(u32::try_from(def.hosts.len()).unwrap_or(u32::MAX));
         let tc = TableConfig {
             name: name.clone(),
             base: def.name.clone(),
@@ -270,10 +275,8 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
                         format!("table {name} used twice with different options"),
                     ));
                 }
-                if !first {
-                    // The copy was not needed: give the ids back.
-                    next_id = base_id;
-                }
+                // relayd finds the existing copy before copying hosts: no ids are used up.
+                next_id = base_id;
             }
             None => config.tables.push(tc),
         }
@@ -314,22 +317,8 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
         }
     }
 
-    // `parent N` must name a host that exists.
-    let mut ids: HashSet<u32> = config.hosts().map(|h| h.id).collect();
-    ids.extend(1..next_id);
-    for t in &table_defs {
-        for h in &t.hosts {
-            if let Some(p) = h.parent
-                && !ids.contains(&p)
-            {
-                d.push(err(
-                    &h.span,
-                    Reject::Undefined,
-                    format!("parent host id {p} does not exist"),
-                ));
-            }
-        }
-    }
+    alloc_defs_before(usize::MAX, &mut next_id);
+    resolve_parents(&mut config, &table_defs, &def_ids, &mut d);
 
     check_redirects(&config, &broken, &mut d);
     check_relays(&mut config, &broken, &mut d);
@@ -344,6 +333,68 @@ fn first_span(defs: &[TableDef]) -> Span {
         line: 0,
         col: 0,
     })
+}
+
+/// `parent N` names a host id as numbered in the definitions. In each copy it is resolved to
+/// the copy of that host in the copy of its table with the same port (or else the first copy
+/// of its table), so the health engine finds a host that is really checked. An id that is
+/// already a copy's id is kept.
+fn resolve_parents(
+    config: &mut Config,
+    defs: &[TableDef],
+    def_ids: &[u32],
+    d: &mut Vec<Diagnostic>,
+) {
+    let copy_ids: HashSet<u32> = config.hosts().map(|h| h.id).collect();
+    // (template table name, host index) for a definition-numbered id.
+    let template = |p: u32| -> Option<(&str, usize)> {
+        defs.iter().zip(def_ids).find_map(|(t, &base)| {
+            let k = usize::try_from(p.checked_sub(base)?).ok()?;
+            (k < t.hosts.len()).then_some((t.name.as_str(), k))
+        })
+    };
+    let mut reported = HashSet::new();
+    let mut changes = Vec::new();
+    for (ti, t) in config.tables.iter().enumerate() {
+        for (hi, h) in t.hosts.iter().enumerate() {
+            let Some(p) = h.parent else { continue };
+            let resolved = match template(p) {
+                Some((name, k)) => config
+                    .tables
+                    .iter()
+                    .find(|c| c.base == name && c.port == t.port)
+                    .or_else(|| config.tables.iter().find(|c| c.base == name))
+                    .and_then(|c| c.hosts.get(k))
+                    .map(|c| c.id),
+                None if copy_ids.contains(&p) => Some(p),
+                None => None,
+            };
+            match resolved {
+                Some(id) => changes.push((ti, hi, id)),
+                None => {
+                    if reported.insert(p) {
+                        let span = defs
+                            .iter()
+                            .flat_map(|t| t.hosts.iter())
+                            .find(|h| h.parent == Some(p))
+                            .map(|h| h.span.clone());
+                        if let Some(span) = span {
+                            d.push(err(
+                                &span,
+                                Reject::Undefined,
+                                format!("parent host id {p} does not exist"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (ti, hi, id) in changes {
+        if let Some(h) = config.tables.get_mut(ti).and_then(|t| t.hosts.get_mut(hi)) {
+            h.parent = Some(id);
+        }
+    }
 }
 
 fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {

@@ -25,6 +25,8 @@ pub struct TableDef {
     pub interval: Duration,
     pub timeout: Duration,
     pub span: Span,
+    /// Token position, to allocate host ids in source order as relayd's parser does.
+    pub seq: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct TableUse {
     pub opts: TableOpts,
     pub owner: Owner,
     pub span: Span,
+    /// Token position (see [`TableDef::seq`]).
+    pub seq: usize,
 }
 
 /// What the parser saw, before cross-referencing.

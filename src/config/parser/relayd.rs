@@ -66,6 +66,7 @@ impl Parser<'_> {
             interval: self.out.config.global.interval,
             timeout: self.out.config.global.timeout,
             span,
+            seq: 0,
         };
         let mut hosts = Vec::new();
         self.block(&mut |p| {
@@ -77,6 +78,7 @@ impl Parser<'_> {
             Ok(())
         })?;
         def.hosts = hosts;
+        def.seq = self.pos;
         self.out.table_defs.push(def);
         Ok(())
     }
@@ -296,6 +298,7 @@ impl Parser<'_> {
             opts: opts.clone(),
             owner,
             span,
+            seq: self.pos,
         });
         Ok((opts, interface, encap))
     }
