@@ -553,3 +553,26 @@ fn ids_follow_source_order_and_shared_copies_take_none() {
     // `parent 1` is host 1 as defined, whose checked copy is host 2 in a:53.
     assert_eq!(c.table("b:53").unwrap().hosts[1].parent, Some(2));
 }
+
+#[test]
+fn docs_example_loads() {
+    // The example of docs/carpio.conf.md, kept in step with the document.
+    let c = load("ok/doc_example.conf", &[]);
+    assert_eq!(c.carp[0].groups, ["lb"]);
+    assert_eq!(c.table("mx:25").unwrap().demote.as_deref(), Some("lb"));
+    assert_eq!(
+        c.redirect("ntp").unwrap().forward,
+        ForwardMode::Dsr {
+            interface: "eth1".into()
+        }
+    );
+    assert_eq!(c.pfsync.as_ref().map(|p| p.defer), Some(true));
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/carpio.conf.md"))
+        .unwrap();
+    let text = std::fs::read_to_string(fixture("ok/doc_example.conf")).unwrap();
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        squash(&doc).contains(&squash(&text)),
+        "docs example and fixture differ"
+    );
+}
