@@ -42,7 +42,7 @@ fn syntax_errors_all_in_one_run() {
         errors("err/syntax.conf", &[]),
         [
             "err/syntax.conf:2:10: syntax error: expected interval, found 'ten'",
-            "err/syntax.conf:3:9: invalid prefork 99: must be 1..32",
+            "err/syntax.conf:3:9: invalid number of preforked relays: 99",
             "err/syntax.conf:4:1: syntax error: unknown statement 'frobnicate'",
             "err/syntax.conf:5:30: syntax error: expected retry, found 'x'",
             "err/syntax.conf:7:28: invalid port 70000: must be 1..65535",
@@ -68,17 +68,20 @@ fn semantic_errors_all_in_one_run() {
         [
             "err/semantic.conf:2:1: maglev table size 65536 is not prime",
             "err/semantic.conf:4:7: table a defined twice",
-            "err/semantic.conf:5:13: parent host id 99 does not exist",
+            "err/semantic.conf:5:13: host parent id 99 invalid",
             "err/semantic.conf:6:7: warning: unused table: spare",
-            "err/semantic.conf:8:1: redirect r has more than two tables (main and backup)",
             "err/semantic.conf:10:13: no such table: nope",
             "err/semantic.conf:11:13: table interval must be divisible by global interval",
-            "err/semantic.conf:12:17: mode loadbalance and hash are only valid for relays",
-            "err/semantic.conf:14:1: redirect r defined twice",
-            "err/semantic.conf:16:13: demote group nogroup is not defined",
-            "err/semantic.conf:18:1: relay x: no such protocol: nope",
-            "err/semantic.conf:21:17: mode least-states is only valid for redirects",
-            "err/semantic.conf:23:1: relay y has no forward to",
+            "err/semantic.conf:11:13: table a:53 has no check",
+            "err/semantic.conf:12:13: table b:53 has no check",
+            "err/semantic.conf:12:13: only one backup table is allowed",
+            "err/semantic.conf:12:17: mode not supported for redirections",
+            "err/semantic.conf:14:1: redirection r defined twice",
+            "err/semantic.conf:16:13: error initializing group 'nogroup'",
+            "err/semantic.conf:16:13: table b:54 has no check",
+            "err/semantic.conf:18:1: no such protocol: nope",
+            "err/semantic.conf:21:17: mode not supported for relays",
+            "err/semantic.conf:23:1: relay y has no target, rdr, or table",
         ]
     );
 }
@@ -87,7 +90,10 @@ fn semantic_errors_all_in_one_run() {
 fn global_timeout_must_be_below_interval() {
     assert_eq!(
         errors("err/timeout.conf", &[]),
-        ["err/timeout.conf:3:1: global timeout 2000ms must be less than the interval 2s"]
+        [
+            "err/timeout.conf:1:1: no actions, nothing to do",
+            "err/timeout.conf:3:1: global timeout exceeds interval",
+        ]
     );
 }
 
@@ -95,9 +101,7 @@ fn global_timeout_must_be_below_interval() {
 fn table_timeout_must_be_below_its_interval() {
     assert_eq!(
         errors("err/table_timeout.conf", &[]),
-        [
-            "err/table_timeout.conf:5:13: table t:123: timeout 5000ms must be less than the interval 2s"
-        ]
+        ["err/table_timeout.conf:5:13: table timeout exceeds interval: t:123",]
     );
 }
 
@@ -125,7 +129,8 @@ fn include_loop_and_missing_include() {
         errors("err/include_loop.conf", &[]),
         [
             "err/include_loop2.conf:1:1: include loop: include_loop.conf is already being read",
-            "err/include_loop2.conf:2:1: cannot include missing.conf: No such file or directory (os error 2)",
+            "err/include_loop2.conf:2:1: failed to include file missing.conf: No such file or directory (os error 2)",
+            "err/include_loop.conf:1:1: no actions, nothing to do",
         ]
     );
 }
@@ -135,9 +140,9 @@ fn lexical_errors_do_not_cascade() {
     assert_eq!(
         errors("err/lexical.conf", &[]),
         [
-            "err/lexical.conf:2:5: unterminated quoted string",
-            "err/lexical.conf:4:12: macro 'nohost' not defined",
-            "err/lexical.conf:5:42: unterminated quoted string",
+            "err/lexical.conf:3:12: macro 'nohost' not defined",
+            "err/lexical.conf:4:42: syntax error: unexpected character '*' (quote arguments that start with it)",
+            "err/lexical.conf:6:5: reached end of file while parsing quoted string",
         ]
     );
 }
@@ -147,10 +152,19 @@ fn relay_and_router_cross_references() {
     assert_eq!(
         errors("err/relay.conf", &[]),
         [
+            "err/relay.conf:2:18: can set tcp options only for tcp or http protocols",
             "err/relay.conf:5:1: relay a: tls is not supported with dns protocol d",
+            "err/relay.conf:10:1: relay b with conflicting nat lookup and peer options",
             "err/relay.conf:10:1: relay b: tls inspection needs tls ca cert and tls ca key",
-            "err/relay.conf:15:1: router rt has no forward to",
-            "err/relay.conf:15:1: router rt: routes must all be of one address family",
+            "err/relay.conf:19:11: more than one protocol specified",
+            "err/relay.conf:21:13: relay c target or redirection already specified",
+            "err/relay.conf:22:2: no route for relays",
+            "err/relay.conf:24:1: warning: unused protocol: unused",
+            "err/relay.conf:25:1: invalid TLS protocol",
+            "err/relay.conf:25:1: warning: unused protocol: bad",
+            "err/relay.conf:28:21: router rt address family mismatch",
+            "err/relay.conf:33:9: router rt2 rtable already specified",
+            "err/relay.conf:35:1: router rt3 without routes",
         ]
     );
 }
@@ -175,12 +189,15 @@ fn rejects_carry_named_kinds() {
     assert_eq!(
         kinds,
         [
+            (Reject::Syntax, Severity::Error),
             (Reject::Range, Severity::Error),
             (Reject::Unused, Severity::Warning),
             (Reject::Duplicate, Severity::Error)
         ]
     );
-    assert_eq!(e.errors().count(), 2);
+    assert_eq!(e.errors().count(), 3);
+    // No redirect, relay, router or carp: relayd's "no actions, nothing to do".
+    assert_eq!(e.0[0].to_string(), "k.conf:1:1: no actions, nothing to do");
     assert_eq!(Reject::Duplicate.name(), "config_duplicate");
 }
 

@@ -152,9 +152,10 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
     assert_eq!(ids(c.table("ntp").unwrap()), [20, 21]);
     let all: Vec<u32> = c.hosts().map(|h| h.id).collect();
     assert_eq!(all, (8..=21).collect::<Vec<_>>());
-    // `parent 3` (the first dns host as defined) becomes that host's copy in each copy.
+    // `parent 10` names the first host of dns:5353 as relayctl numbers it; the copy dns:53
+    // keeps the same parent (parse.y `table_inherit` copies the host verbatim).
     assert_eq!(c.table("dns:5353").unwrap().hosts[1].parent, Some(10));
-    assert_eq!(c.table("dns:53").unwrap().hosts[1].parent, Some(17));
+    assert_eq!(c.table("dns:53").unwrap().hosts[1].parent, Some(10));
 
     let mx = c.table("mx:25").unwrap();
     assert_eq!(
@@ -180,13 +181,24 @@ fn full_tables_are_named_by_port_and_ids_are_sequential() {
     assert_eq!(dns.hosts[2].addr, ip("fe80::53"));
 
     assert_eq!(c.table("ntp:123").unwrap().mode, Mode::LeastStates);
-    let mut key = [0u8; 16];
-    key[0] = 1;
-    key[1] = 2;
     assert_eq!(
         c.table("mx:2525").unwrap().mode,
-        Mode::Hash(HashKey::Key(key))
+        Mode::Hash(HashKey::Key([
+            0x0001_0203,
+            0x0405_0607,
+            0x0809_0a0b,
+            0x0c0d_0e0f
+        ]))
     );
+    // A string key is its MD5 read as big-endian words (parse.y `hashkey`):
+    // MD5("dnskey") = 0b8e3e3c... checked against the md-5 crate below.
+    let Mode::SourceHash(HashKey::Key(k)) = c.table("dns:5353").unwrap().mode else {
+        panic!()
+    };
+    use md5::Digest as _;
+    let md = md5::Md5::digest(b"dnskey");
+    assert_eq!(k[0], u32::from_be_bytes([md[0], md[1], md[2], md[3]]));
+    assert_eq!(k[3], u32::from_be_bytes([md[12], md[13], md[14], md[15]]));
     assert_eq!(c.table("dns:53").unwrap().check, Check::None);
 }
 
@@ -277,7 +289,7 @@ fn full_relays_protocols_routers() {
     let p = c.protocol("dnsproxy").unwrap();
     assert_eq!(
         (p.kind, p.tcp.ip_ttl, p.tcp.splice),
-        (ProtocolKind::Dns, Some(64), true)
+        (ProtocolKind::Dns, None, true)
     );
 
     let rt = &c.routers[0];
@@ -360,7 +372,9 @@ fn parse_str_without_files() {
 
 #[test]
 fn unused_table_is_a_warning_not_an_error() {
-    let c = config::parse_str("w.conf", "table <spare> { 198.18.0.9 }\n", &[]).unwrap();
+    let text = "table <spare> { 198.18.0.9 }\ntable <t> { 198.18.0.1 }\n\
+                redirect r {\n listen on 198.18.0.2 port 53\n forward to <t> check icmp\n}\n";
+    let c = config::parse_str("w.conf", text, &[]).unwrap();
     let w: Vec<String> = c.warnings.iter().map(|d| d.to_string()).collect();
     assert_eq!(w, ["w.conf:1:7: warning: unused table: spare"]);
     assert_eq!(c.warnings[0].kind, Reject::Unused);
@@ -427,7 +441,7 @@ fn manpage_ex3_tls_acceleration() {
         p.rules[1],
         FilterRule {
             action: RuleAction::Match,
-            dir: None,
+            dir: RuleDir::Request,
             quick: false,
             words: [
                 "header",
@@ -444,7 +458,7 @@ fn manpage_ex3_tls_acceleration() {
         p.rules[4],
         FilterRule {
             action: RuleAction::Pass,
-            dir: None,
+            dir: RuleDir::Request,
             quick: false,
             words: vec![]
         }
@@ -486,7 +500,8 @@ fn manpage_ex5_filter_to_destination() {
     let c = load("manpage/ex5_httpfilter.conf", &[]);
     let p = c.protocol("httpfilter").unwrap();
     assert_eq!(p.return_error, Some(None));
-    assert_eq!(p.rules[2].dir, Some(RuleDir::Request));
+    assert_eq!(p.rules[2].dir, RuleDir::Request);
+    assert_eq!(p.rules[0].dir, RuleDir::Request);
     assert!(p.rules[2].quick);
     assert_eq!(p.rules[2].words, ["url", "www.example.com/index.html"]);
     assert_eq!(
@@ -542,7 +557,7 @@ fn ids_follow_source_order_and_shared_copies_take_none() {
     let text = "table <a> { 198.18.0.1 }\n\
                 redirect r1 {\n listen on 198.18.0.10 port 53\n forward to <a> check icmp\n}\n\
                 redirect r2 {\n listen on 198.18.0.11 port 53\n forward to <a> check icmp\n}\n\
-                table <b> { 198.18.0.2, 198.18.0.3 parent 1 }\n\
+                table <b> { 198.18.0.2, 198.18.0.3 parent 2 }\n\
                 redirect r3 {\n listen on 198.18.0.12 port 53\n forward to <b> check icmp\n}\n";
     let c = config::parse_str("order.conf", text, &[]).unwrap();
     // a: definition 1, copy a:53 2 (shared by r1 and r2); b: definitions 3-4, copy b:53 5-6.
@@ -550,8 +565,11 @@ fn ids_follow_source_order_and_shared_copies_take_none() {
     assert_eq!(ids(c.table("a:53").unwrap()), [2]);
     assert_eq!(ids(c.table("b:53").unwrap()), [5, 6]);
     assert_eq!(c.redirect("r2").unwrap().tables, ["a:53"]);
-    // `parent 1` is host 1 as defined, whose checked copy is host 2 in a:53.
+    // `parent 2` is the copy in a:53 (definition ids are gone, as in relayd's load_config).
     assert_eq!(c.table("b:53").unwrap().hosts[1].parent, Some(2));
+    let bad = text.replace("parent 2", "parent 1");
+    let e = config::parse_str("order.conf", &bad, &[]).unwrap_err();
+    assert_eq!(e.to_string(), "order.conf:10:25: host parent id 1 invalid");
 }
 
 #[test]

@@ -26,27 +26,48 @@ fn is_prime(n: u32) -> bool {
     true
 }
 
-/// Reports names defined more than once (the first definition wins).
+/// Reports names defined more than once (the first definition wins), with relayd's wording.
 fn duplicates<'a>(
-    what: &str,
     items: impl Iterator<Item = (&'a str, &'a Span)>,
+    msg: impl Fn(&str) -> String,
     out: &mut Vec<Diagnostic>,
 ) {
     let mut seen = HashSet::new();
     for (name, span) in items {
         if !seen.insert(name) {
-            out.push(err(
-                span,
-                Reject::Duplicate,
-                format!("{what} {name} defined twice"),
-            ));
+            out.push(err(span, Reject::Duplicate, msg(name)));
         }
+    }
+}
+
+/// What a table use needs from its owner.
+struct OwnerInfo {
+    redirect: bool,
+    listen_port: Option<u16>,
+}
+
+fn owner_info(config: &Config, owner: Owner) -> OwnerInfo {
+    let first_port = |l: Option<&ListenConfig>| l.map(|l| l.port.lo);
+    match owner {
+        Owner::Redirect(i, _) => OwnerInfo {
+            redirect: true,
+            listen_port: first_port(config.redirects.get(i).and_then(|r| r.listen.first())),
+        },
+        Owner::Relay(i, _) => OwnerInfo {
+            redirect: false,
+            listen_port: first_port(config.relays.get(i).and_then(|r| r.listen.first())),
+        },
+        Owner::Router(_) => OwnerInfo {
+            redirect: false,
+            listen_port: None,
+        },
     }
 }
 
 /// Validates `parsed` and returns the final configuration with the diagnostics (errors and
 /// warnings) of this pass.
-pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
+/// `top` is the start of the top-level file, for messages about the file as a whole.
+pub fn check(parsed: Parsed, top: &Span) -> (Config, Vec<Diagnostic>) {
     let Parsed {
         mut config,
         table_defs,
@@ -59,21 +80,14 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     } = parsed;
     let mut d = Vec::new();
     let g = &config.global;
+    let file_span = top.clone();
 
-    // Global interval and timeout (relayd: the check timeout must be below the interval).
+    // load_config: the check timeout must stay below the interval.
     if g.timeout >= g.interval {
         let span = timeout_span
-            .or(interval_span.clone())
-            .unwrap_or_else(|| first_span(&table_defs));
-        d.push(err(
-            &span,
-            Reject::Range,
-            format!(
-                "global timeout {}ms must be less than the interval {}s",
-                g.timeout.as_millis(),
-                g.interval.as_secs()
-            ),
-        ));
+            .or(interval_span)
+            .unwrap_or_else(|| file_span.clone());
+        d.push(err(&span, Reject::Range, "global timeout exceeds interval"));
     }
     if let Some(span) = &maglev_span
         && !is_prime(g.maglev_table_size)
@@ -84,45 +98,54 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
             format!("maglev table size {} is not prime", g.maglev_table_size),
         ));
     }
+    // load_config: "no actions, nothing to do". A box that only runs carp (and pfsync) is a
+    // carpio configuration too.
+    if config.redirects.is_empty()
+        && config.relays.is_empty()
+        && config.routers.is_empty()
+        && config.carp.is_empty()
+    {
+        d.push(err(&file_span, Reject::Syntax, "no actions, nothing to do"));
+    }
 
     duplicates(
-        "table",
         table_defs.iter().map(|t| (t.name.as_str(), &t.span)),
+        |n| format!("table {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "redirect",
         config.redirects.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("redirection {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "relay",
         config.relays.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("relay {n} or listener defined twice"),
         &mut d,
     );
     duplicates(
-        "protocol",
         config.protocols.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("protocol {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "router",
         config.routers.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("router {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "carp interface",
         config.carp.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("carp interface {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "interface",
         config.interfaces.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("interface {n} defined twice"),
         &mut d,
     );
     duplicates(
-        "group",
         config.groups.iter().map(|r| (r.name.as_str(), &r.span)),
+        |n| format!("group {n} defined twice"),
         &mut d,
     );
 
@@ -136,17 +159,14 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
 
     // Host ids are allocated in source order, as relayd's parser does (`last_host_id`): each
     // host of a `table` definition takes one, and each new `name:port` copy takes fresh ones
-    // (parse.y `table_inherit`). The copies are what the health checks and relayctl see.
+    // (parse.y `table_inherit`). Only the copies remain: they are what the health checks and
+    // relayctl see, and what `parent N` refers to.
     let mut next_id = 1u32;
-    let mut def_ids: Vec<u32> = vec![0; table_defs.len()];
     let mut next_def = 0usize;
     let mut alloc_defs_before = |seq: usize, next_id: &mut u32| {
         while let Some(t) = table_defs.get(next_def)
             && t.seq < seq
         {
-            if let Some(slot) = def_ids.get_mut(next_def) {
-                *slot = *next_id;
-            }
             *next_id = next_id.saturating_add(u32::try_from(t.hosts.len()).unwrap_or(u32::MAX));
             next_def += 1;
         }
@@ -156,7 +176,11 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
 
     for u in &uses {
         alloc_defs_before(u.seq, &mut next_id);
-        let Some(di) = table_defs.iter().position(|t| t.name == u.table) else {
+        let Some((di, def)) = table_defs
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name == u.table)
+        else {
             d.push(err(
                 &u.span,
                 Reject::Undefined,
@@ -164,121 +188,145 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
             ));
             continue;
         };
-        let Some(def) = table_defs.get(di) else {
-            continue;
-        };
-        let (kind_redirect, kind_relay, listen_port) = match u.owner {
-            Owner::Redirect(i, _) => (
-                true,
-                false,
-                config
-                    .redirects
-                    .get(i)
-                    .and_then(|r| r.listen.first())
-                    .map(|l| l.port.lo),
-            ),
-            Owner::Relay(i, _) => (
-                false,
-                true,
-                config
-                    .relays
-                    .get(i)
-                    .and_then(|r| r.listen.first())
-                    .map(|l| l.port.lo),
-            ),
-            Owner::Router(_) => (false, false, None),
-        };
-        let port = u.opts.port.or(listen_port);
+        let owner = owner_info(&config, u.owner);
+        let port = u.opts.port.or(owner.listen_port);
         let name = match port {
             Some(p) => format!("{}:{}", def.name, p),
             None => def.name.clone(),
         };
         let mode = match &u.opts.mode {
             Some((m, span)) => {
+                // parse.y tableopts `MODE`.
                 match m {
-                    Mode::LeastStates if !kind_redirect => d.push(err(
+                    Mode::Loadbalance(_) | Mode::Hash(_) if owner.redirect => d.push(err(
                         span,
                         Reject::Conflict,
-                        "mode least-states is only valid for redirects",
+                        "mode not supported for redirections",
                     )),
-                    Mode::Loadbalance(_) | Mode::Hash(_) if !kind_relay => d.push(err(
-                        span,
-                        Reject::Conflict,
-                        "mode loadbalance and hash are only valid for relays",
-                    )),
+                    Mode::LeastStates if !owner.redirect => {
+                        d.push(err(span, Reject::Conflict, "mode not supported for relays"))
+                    }
                     _ => {}
                 }
                 *m
             }
             None => Mode::RoundRobin,
         };
+        // The timeout was copied from the global one when the table was defined; the interval
+        // is the global one unless given (hce.c runs every table each global round).
         let timeout = u.opts.timeout.unwrap_or(def.timeout);
-        let interval = u.opts.interval.unwrap_or(def.interval);
-        if timeout >= interval {
-            d.push(err(
-                &u.span,
-                Reject::Range,
-                format!(
-                    "table {name}: timeout {}ms must be less than the interval {}s",
-                    timeout.as_millis(),
-                    interval.as_secs()
-                ),
-            ));
+        let interval = u.opts.interval.unwrap_or(global_interval);
+        if let Some(iv) = u.opts.interval {
+            let g = global_interval.as_secs();
+            if g == 0 || iv.as_secs() < g || iv.as_secs() % g != 0 {
+                d.push(err(
+                    &u.span,
+                    Reject::Range,
+                    "table interval must be divisible by global interval",
+                ));
+            }
         }
-        if u.opts.interval.is_some()
-            && global_interval.as_secs() > 0
-            && interval.as_secs() % global_interval.as_secs() != 0
-        {
+        if timeout >= global_interval {
             d.push(err(
                 &u.span,
                 Reject::Range,
-                "table interval must be divisible by global interval",
+                format!("table timeout exceeds interval: {name}"),
             ));
         }
         if let Some(g) = &u.opts.demote
             && !groups.contains(g)
         {
+            // relayd: carp_demote_init fails for a group that does not exist.
             d.push(err(
                 &u.span,
                 Reject::Undefined,
-                format!("demote group {g} is not defined"),
+                format!("error initializing group '{g}'"),
             ));
+        }
+        let check = u.opts.check.clone().unwrap_or(Check::None);
+        if owner.redirect && check == Check::None {
+            d.push(err(
+                &u.span,
+                Reject::Syntax,
+                format!("table {name} has no check"),
+            ));
+        }
+        if let Owner::Redirect(i, slot) = u.owner {
+            let main = config
+                .redirects
+                .get(i)
+                .and_then(|r| r.tables.first())
+                .and_then(|n| config.tables.iter().find(|t| t.name == *n));
+            let rname = config
+                .redirects
+                .get(i)
+                .map(|r| r.name.as_str())
+                .unwrap_or("");
+            if slot >= 2 {
+                d.push(err(
+                    &u.span,
+                    Reject::Range,
+                    "only one backup table is allowed",
+                ));
+            } else if slot == 1
+                && let Some(main) = main
+            {
+                if main.mode != mode {
+                    d.push(err(
+                        &u.span,
+                        Reject::Conflict,
+                        format!("backup table for {rname} with different mode"),
+                    ));
+                }
+                if main.port != port {
+                    d.push(err(
+                        &u.span,
+                        Reject::Conflict,
+                        format!(
+                            "redirection {rname} uses two different ports for its table and backup table"
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(f) = def_used.get_mut(di) {
             *f = true;
         }
-        let base_id = next_id;
-        next_id = next_id.saturating_add(u32::try_from(def.hosts.len()).unwrap_or(u32::MAX));
         let tc = TableConfig {
             name: name.clone(),
             base: def.name.clone(),
             port,
-            check: u.opts.check.clone().unwrap_or(Check::None),
+            check,
             timeout,
             interval,
             demote: u.opts.demote.clone(),
             mode,
             disabled: def.disabled,
-            hosts: hosts_of(def, base_id),
+            hosts: hosts_of(def, next_id),
         };
         match config.tables.iter().find(|t| t.name == name) {
+            // relayd `table_findbyconf` reuses an identical copy before copying hosts, so no
+            // ids are used up. (relayd would make a second table of the same name when the
+            // options differ; carpio refuses, as relayctl could not tell them apart.)
             Some(existing) => {
-                let same = existing.check == tc.check
-                    && existing.timeout == tc.timeout
-                    && existing.interval == tc.interval
-                    && existing.demote == tc.demote
-                    && existing.mode == tc.mode;
-                if !same {
+                if existing.check != tc.check
+                    || existing.timeout != tc.timeout
+                    || existing.interval != tc.interval
+                    || existing.demote != tc.demote
+                    || existing.mode != tc.mode
+                {
                     d.push(err(
                         &u.span,
                         Reject::Conflict,
                         format!("table {name} used twice with different options"),
                     ));
                 }
-                // relayd finds the existing copy before copying hosts: no ids are used up.
-                next_id = base_id;
             }
-            None => config.tables.push(tc),
+            None => {
+                next_id =
+                    next_id.saturating_add(u32::try_from(def.hosts.len()).unwrap_or(u32::MAX));
+                config.tables.push(tc);
+            }
         }
         match u.owner {
             Owner::Redirect(i, slot) => {
@@ -309,6 +357,7 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     for (i, (t, used)) in table_defs.iter().zip(&def_used).enumerate() {
         let first_of_name = table_defs.iter().position(|o| o.name == t.name) == Some(i);
         if !used && first_of_name && !mentioned.contains(&t.name) {
+            // relayd drops an unused definition silently; carpio says so.
             d.push(Diagnostic::warning(
                 &t.span,
                 Reject::Unused,
@@ -317,9 +366,7 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
         }
     }
 
-    alloc_defs_before(usize::MAX, &mut next_id);
-    resolve_parents(&mut config, &table_defs, &def_ids, &mut d);
-
+    check_parents(&config, &table_defs, &mut d);
     check_redirects(&config, &broken, &mut d);
     check_relays(&mut config, &broken, &mut d);
     check_routers(&config, &broken, &mut d);
@@ -327,72 +374,27 @@ pub fn check(parsed: Parsed) -> (Config, Vec<Diagnostic>) {
     (config, d)
 }
 
-fn first_span(defs: &[TableDef]) -> Span {
-    defs.first().map(|t| t.span.clone()).unwrap_or(Span {
-        file: "".into(),
-        line: 0,
-        col: 0,
-    })
-}
-
-/// `parent N` names a host id as numbered in the definitions. In each copy it is resolved to
-/// the copy of that host in the copy of its table with the same port (or else the first copy
-/// of its table), so the health engine finds a host that is really checked. An id that is
-/// already a copy's id is kept.
-fn resolve_parents(
-    config: &mut Config,
-    defs: &[TableDef],
-    def_ids: &[u32],
-    d: &mut Vec<Diagnostic>,
-) {
-    let copy_ids: HashSet<u32> = config.hosts().map(|h| h.id).collect();
-    // (template table name, host index) for a definition-numbered id.
-    let template = |p: u32| -> Option<(&str, usize)> {
-        defs.iter().zip(def_ids).find_map(|(t, &base)| {
-            let k = usize::try_from(p.checked_sub(base)?).ok()?;
-            (k < t.hosts.len()).then_some((t.name.as_str(), k))
-        })
-    };
+/// load_config: `parent N` names a host id of the copies; it must exist, not be the host
+/// itself, and not have a parent of its own.
+fn check_parents(config: &Config, defs: &[TableDef], d: &mut Vec<Diagnostic>) {
+    let parents: HashMap<u32, Option<u32>> = config.hosts().map(|h| (h.id, h.parent)).collect();
     let mut reported = HashSet::new();
-    let mut changes = Vec::new();
-    for (ti, t) in config.tables.iter().enumerate() {
-        for (hi, h) in t.hosts.iter().enumerate() {
-            let Some(p) = h.parent else { continue };
-            let resolved = match template(p) {
-                Some((name, k)) => config
-                    .tables
-                    .iter()
-                    .find(|c| c.base == name && c.port == t.port)
-                    .or_else(|| config.tables.iter().find(|c| c.base == name))
-                    .and_then(|c| c.hosts.get(k))
-                    .map(|c| c.id),
-                None if copy_ids.contains(&p) => Some(p),
-                None => None,
-            };
-            match resolved {
-                Some(id) => changes.push((ti, hi, id)),
-                None => {
-                    if reported.insert(p) {
-                        let span = defs
-                            .iter()
-                            .flat_map(|t| t.hosts.iter())
-                            .find(|h| h.parent == Some(p))
-                            .map(|h| h.span.clone());
-                        if let Some(span) = span {
-                            d.push(err(
-                                &span,
-                                Reject::Undefined,
-                                format!("parent host id {p} does not exist"),
-                            ));
-                        }
-                    }
-                }
+    for h in config.hosts() {
+        let Some(p) = h.parent else { continue };
+        let valid = p != h.id && matches!(parents.get(&p), Some(None));
+        if !valid && reported.insert(p) {
+            let span = defs
+                .iter()
+                .flat_map(|t| t.hosts.iter())
+                .find(|dh| dh.parent == Some(p))
+                .map(|dh| dh.span.clone());
+            if let Some(span) = span {
+                d.push(err(
+                    &span,
+                    Reject::Undefined,
+                    format!("host parent id {p} invalid"),
+                ));
             }
-        }
-    }
-    for (ti, hi, id) in changes {
-        if let Some(h) = config.tables.get_mut(ti).and_then(|t| t.hosts.get_mut(hi)) {
-            h.parent = Some(id);
         }
     }
 }
@@ -413,29 +415,23 @@ fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {
 }
 
 fn check_redirects(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
-    for r in &config.redirects {
-        if r.listen.is_empty() && !broken.contains(&r.span) {
+    for r in config
+        .redirects
+        .iter()
+        .filter(|r| !broken.contains(&r.span))
+    {
+        if r.tables.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
-                format!("redirect {} has no listen on", r.name),
+                format!("redirection {} has no table", r.name),
             ));
         }
-        if r.tables.is_empty() && !broken.contains(&r.span) {
+        if r.listen.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
-                format!("redirect {} has no forward to", r.name),
-            ));
-        }
-        if r.tables.len() > 2 {
-            d.push(err(
-                &r.span,
-                Reject::Range,
-                format!(
-                    "redirect {} has more than two tables (main and backup)",
-                    r.name
-                ),
+                format!("redirection {} has no virtual ip", r.name),
             ));
         }
     }
@@ -458,18 +454,30 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
         }
     }
     for r in &config.relays {
-        if r.listen.is_empty() && !broken.contains(&r.span) {
+        let whole = !broken.contains(&r.span);
+        if whole && r.listen.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
-                format!("relay {} has no listen on", r.name),
+                format!("relay {} has no listener", r.name),
             ));
         }
-        if r.forwards.is_empty() && !broken.contains(&r.span) {
+        if whole && r.forwards.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
-                format!("relay {} has no forward to", r.name),
+                format!("relay {} has no target, rdr, or table", r.name),
+            ));
+        }
+        let has = |t: &RelayTarget| r.forwards.iter().any(|f| f.target == *t);
+        if has(&RelayTarget::NatLookup) && has(&RelayTarget::Destination) {
+            d.push(err(
+                &r.span,
+                Reject::Conflict,
+                format!(
+                    "relay {} with conflicting nat lookup and peer options",
+                    r.name
+                ),
             ));
         }
         let proto = match &r.protocol {
@@ -479,7 +487,7 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
                     d.push(err(
                         &r.span,
                         Reject::Undefined,
-                        format!("relay {}: no such protocol: {p}", r.name),
+                        format!("no such protocol: {p}"),
                     ));
                     None
                 }
@@ -516,33 +524,36 @@ fn check_relays(config: &mut Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
             }
         }
     }
+    // load_config: "unused protocol" is a warning.
+    for p in &config.protocols {
+        if !config
+            .relays
+            .iter()
+            .any(|r| r.protocol.as_deref() == Some(p.name.as_str()))
+        {
+            d.push(Diagnostic::warning(
+                &p.span,
+                Reject::Unused,
+                format!("unused protocol: {}", p.name),
+            ));
+        }
+    }
 }
 
 fn check_routers(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
-    for r in &config.routers {
-        if r.routes.is_empty() && !broken.contains(&r.span) {
+    for r in config.routers.iter().filter(|r| !broken.contains(&r.span)) {
+        if r.routes.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
-                format!("router {} has no route", r.name),
+                format!("router {} without routes", r.name),
             ));
         }
-        if r.table.is_empty() && !broken.contains(&r.span) {
+        if r.table.is_empty() {
             d.push(err(
                 &r.span,
                 Reject::Syntax,
                 format!("router {} has no forward to", r.name),
-            ));
-        }
-        let v4 = r.routes.iter().filter(|p| p.addr.is_ipv4()).count();
-        if v4 != 0 && v4 != r.routes.len() {
-            d.push(err(
-                &r.span,
-                Reject::Conflict,
-                format!(
-                    "router {}: routes must all be of one address family",
-                    r.name
-                ),
             ));
         }
     }

@@ -135,13 +135,20 @@ pub fn lex(name: &str, text: &str, path: Option<&Path>, defines: &[(String, Stri
     }
 }
 
+/// relayd `allowed_in_string`: what may follow the first character of an unquoted word.
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
         || (c.is_ascii_punctuation()
             && !matches!(
                 c,
-                '(' | ')' | '{' | '}' | '<' | '>' | '!' | '=' | '/' | '#' | ',' | '"' | '\''
+                '(' | ')' | '{' | '}' | '<' | '>' | '!' | '=' | '/' | '#' | ','
             ))
+}
+
+/// An unquoted word starts with a letter, digit, `:` or `_` (relayd `yylex`; `-` too, for
+/// negative numbers). Other punctuation must be quoted.
+fn is_word_start(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, ':' | '_' | '-')
 }
 
 fn is_macro_name(s: &str) -> bool {
@@ -198,46 +205,39 @@ fn raw_tokens(
                 step(&mut i, &mut line, &mut col, c);
             }
             '"' | '\'' => {
+                // relayd `yylex`: a newline inside quotes is dropped (the string goes on), a
+                // backslash escapes the quote, a space or a tab, and joins lines; any other
+                // backslash stays. Only the end of the file leaves a string open.
                 let quote = c;
                 step(&mut i, &mut line, &mut col, c);
                 let mut s = String::new();
                 let mut closed = false;
                 while let Some(&c) = chars.get(i) {
+                    step(&mut i, &mut line, &mut col, c);
                     if c == quote {
-                        step(&mut i, &mut line, &mut col, c);
                         closed = true;
                         break;
                     }
-                    if c == '\n' {
-                        break;
-                    }
-                    if c == '\\' {
-                        match chars.get(i + 1) {
-                            Some('\n') => {
-                                step(&mut i, &mut line, &mut col, c);
-                                step(&mut i, &mut line, &mut col, '\n');
-                                continue;
-                            }
-                            Some(&n) if n == quote || n == '\\' => {
-                                step(&mut i, &mut line, &mut col, c);
+                    match c {
+                        '\n' => {}
+                        '\\' => match chars.get(i) {
+                            Some('\n') => step(&mut i, &mut line, &mut col, '\n'),
+                            Some(&n) if n == quote || n == ' ' || n == '\t' => {
                                 step(&mut i, &mut line, &mut col, n);
                                 s.push(n);
-                                continue;
                             }
-                            _ => {}
-                        }
+                            _ => s.push(c),
+                        },
+                        _ => s.push(c),
                     }
-                    s.push(c);
-                    step(&mut i, &mut line, &mut col, c);
                 }
                 if !closed {
                     diags.push(Diagnostic::error(
                         &span,
                         Reject::Lexical,
-                        "unterminated quoted string",
+                        "reached end of file while parsing quoted string",
                     ));
                 }
-                // Keep what was read so the parser does not report the same mistake again.
                 toks.push(Token {
                     tok: Tok::Str(s),
                     span,
@@ -282,7 +282,7 @@ fn raw_tokens(
                     });
                 }
             }
-            c if is_word_char(c) => {
+            c if is_word_start(c) => {
                 let mut w = String::new();
                 while let Some(&c) = chars.get(i) {
                     if c == '\\' && chars.get(i + 1) == Some(&'\n') {
@@ -305,9 +305,23 @@ fn raw_tokens(
                 diags.push(Diagnostic::error(
                     &span,
                     Reject::Lexical,
-                    format!("unexpected character {other:?}"),
+                    format!("syntax error: unexpected character '{other}' (quote arguments that start with it)"),
                 ));
                 step(&mut i, &mut line, &mut col, other);
+                // Read the rest as if it had been quoted, so the statement parses on without a
+                // second error.
+                let mut w = String::from(other);
+                while let Some(&c) = chars.get(i) {
+                    if !is_word_char(c) {
+                        break;
+                    }
+                    w.push(c);
+                    step(&mut i, &mut line, &mut col, c);
+                }
+                toks.push(Token {
+                    tok: Tok::Str(w),
+                    span,
+                });
             }
         }
     }
@@ -477,7 +491,7 @@ impl Lexer {
                 self.diags.push(Diagnostic::error(
                     span,
                     Reject::Include,
-                    format!("cannot include {file}: {e}"),
+                    format!("failed to include file {file}: {e}"),
                 ));
                 return;
             }
@@ -565,8 +579,34 @@ mod tests {
     }
 
     #[test]
-    fn unterminated_quote() {
+    fn unterminated_quote_runs_to_end_of_file() {
         let (_, e) = toks("a \"b\nc", &[]);
-        assert_eq!(e, vec!["t.conf:1:3: unterminated quoted string"]);
+        assert_eq!(
+            e,
+            vec!["t.conf:1:3: reached end of file while parsing quoted string"]
+        );
+    }
+
+    #[test]
+    fn quotes_follow_relayd_escapes_and_newlines() {
+        // A newline inside quotes is dropped; \" \<space> escape; other backslashes stay.
+        let (t, e) = toks("x \"a\nb\\\" c\\d\\ e\"", &[]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(t[1], Tok::Str("ab\" c\\d e".into()));
+    }
+
+    #[test]
+    fn words_start_with_alnum_colon_underscore() {
+        let (t, e) = toks("::1 _x a\"b' *.x", &[]);
+        assert_eq!(
+            t[..4],
+            [w("::1"), w("_x"), w("a\"b'"), Tok::Str("*.x".into())]
+        );
+        assert_eq!(
+            e,
+            vec![
+                "t.conf:1:13: syntax error: unexpected character '*' (quote arguments that start with it)"
+            ]
+        );
     }
 }

@@ -168,7 +168,12 @@ fn run(
     diags.extend(parse_diags);
     // The cross-reference pass runs even after syntax errors, so one run reports everything;
     // the parser keeps every block whose header parsed, which keeps cascades rare.
-    let (mut config, check_diags) = check::check(parsed);
+    let top = Span {
+        file: Arc::from(name),
+        line: 1,
+        col: 1,
+    };
+    let (mut config, check_diags) = check::check(parsed, &top);
     diags.extend(check_diags);
     sort(&mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {

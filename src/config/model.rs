@@ -209,7 +209,9 @@ pub struct HostConfig {
 pub enum HashKey {
     /// No key given: relayd makes a random one at load time.
     Random,
-    Key([u8; 16]),
+    /// relayd's `union hashkey` as four 32-bit words (the SipHash key is these words in host
+    /// memory order): from `0x` + 32 hex digits, or the MD5 of a string, both read big-endian.
+    Key([u32; 4]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,7 +460,8 @@ pub enum RuleDir {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterRule {
     pub action: RuleAction,
-    pub dir: Option<RuleDir>,
+    /// `request` unless written `response` (parse.y `dir`).
+    pub dir: RuleDir,
     pub quick: bool,
     pub words: Vec<String>,
 }

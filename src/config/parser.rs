@@ -20,9 +20,8 @@ pub struct TableDef {
     pub name: String,
     pub disabled: bool,
     pub hosts: Vec<HostDef>,
-    /// The global interval and timeout when the table was defined: options set globally after a
-    /// table do not apply to it (spec §9 item 20).
-    pub interval: Duration,
+    /// The global check timeout when the table was defined: a global `timeout` set after a
+    /// table does not apply to it (parse.y `tabledef` copies it; spec §9 item 20).
     pub timeout: Duration,
     pub span: Span,
     /// Token position, to allocate host ids in source order as relayd's parser does.
@@ -484,8 +483,13 @@ impl<'a> Parser<'a> {
             }
             "prefork" => {
                 self.bump();
-                // relayd RELAY_MAXPROC.
-                self.out.config.global.prefork = self.num_u32("prefork", 1, 32)?;
+                // relayd PROC_MAX_INSTANCES.
+                let (n, nspan) = self.number("prefork", 0, u64::from(u32::MAX))?;
+                if !(1..=32).contains(&n) {
+                    return self
+                        .range_err(&nspan, format!("invalid number of preforked relays: {n}"));
+                }
+                self.out.config.global.prefork = u32::try_from(n).unwrap_or(1);
             }
             "log" => {
                 self.bump();

@@ -32,24 +32,27 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A hash key: `0x` + hex (zero-padded or cut to 16 bytes, as relayd fills its SipHash key), or
-/// any other string, whose SHA-1 gives the 16 key bytes (carpio's choice; relayd hashes the
-/// string too, so a key is stable across reloads either way).
-fn hash_key(s: &str) -> Option<HashKey> {
-    let mut key = [0u8; 16];
+/// A hash key as relayd builds it (parse.y `hashkey`, the same as pfctl's): `0x` and exactly 32
+/// hex digits, read as four 32-bit words; any other string is hashed with MD5, whose 16 bytes
+/// are read as four big-endian words (relayd applies HTONL to each word of the digest).
+fn hash_key(s: &str) -> Result<HashKey, &'static str> {
+    let mut words = [0u32; 4];
     if let Some(hex) = s.strip_prefix("0x") {
-        let bytes = hex_bytes(hex)?;
-        for (k, b) in key.iter_mut().zip(bytes) {
-            *k = b;
+        if hex.len() != 32 {
+            return Err("hex key must be 128 bits (32 hex digits) long");
+        }
+        let bytes = hex_bytes(hex).ok_or("invalid hex key")?;
+        for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+            *w = u32::from_be_bytes(chunk.try_into().map_err(|_| "invalid hex key")?);
         }
     } else {
-        use sha1::Digest as _;
-        let d = sha1::Sha1::digest(s.as_bytes());
-        for (k, b) in key.iter_mut().zip(d.iter()) {
-            *k = *b;
+        use md5::Digest as _;
+        let d = md5::Md5::digest(s.as_bytes());
+        for (w, chunk) in words.iter_mut().zip(d.chunks_exact(4)) {
+            *w = u32::from_be_bytes(chunk.try_into().map_err(|_| "invalid hash key")?);
         }
     }
-    Some(HashKey::Key(key))
+    Ok(HashKey::Key(words))
 }
 
 impl Parser<'_> {
@@ -63,12 +66,12 @@ impl Parser<'_> {
             name,
             disabled,
             hosts: Vec::new(),
-            interval: self.out.config.global.interval,
             timeout: self.out.config.global.timeout,
             span,
             seq: 0,
         };
         let mut hosts = Vec::new();
+        let errors_before = self.diags.len();
         self.block(&mut |p| {
             // Hosts may also be separated by spaces only: keep reading hosts until the end of
             // the statement.
@@ -77,6 +80,13 @@ impl Parser<'_> {
             }
             Ok(())
         })?;
+        if hosts.is_empty() && self.diags.len() == errors_before {
+            self.diags.push(Diagnostic::error(
+                &def.span,
+                Reject::Syntax,
+                format!("table {} has no hosts", def.name),
+            ));
+        }
         def.hosts = hosts;
         def.seq = self.pos;
         self.out.table_defs.push(def);
@@ -202,8 +212,8 @@ impl Parser<'_> {
             Some(s) => {
                 self.bump();
                 match hash_key(&s) {
-                    Some(k) => k,
-                    None => return self.range_err(&key_span, format!("invalid hash key '{s}'")),
+                    Ok(k) => k,
+                    Err(msg) => return self.range_err(&key_span, msg),
                 }
             }
         };
@@ -377,11 +387,11 @@ impl Parser<'_> {
                 r.tables.push(String::new());
                 let mode = match (route, interface, encap) {
                     (true, Some(interface), None) => Some(ForwardMode::Dsr { interface }),
-                    (true, None, _) => return p.err("route to needs 'interface IF'"),
+                    (true, None, _) => return p.err("missing interface to route to"),
                     (true, Some(_), Some(_)) => {
                         return p.err("route to cannot be combined with encap");
                     }
-                    (false, Some(_), _) => return p.err("'interface' is only valid with route to"),
+                    (false, Some(_), _) => return p.err("superfluous interface"),
                     (false, None, e) => e,
                 };
                 if let Some(m) = mode {
@@ -455,6 +465,10 @@ impl Parser<'_> {
                 };
                 p.expect_kw("to")?;
                 let slot = r.forwards.len();
+                let has_address = r
+                    .forwards
+                    .iter()
+                    .any(|f| matches!(f.target, RelayTarget::Address { .. }));
                 let target = if *p.tok() == Tok::LAngle {
                     let start = p.uses_len();
                     p.table_use(Owner::Relay(idx, slot))?;
@@ -467,6 +481,12 @@ impl Parser<'_> {
                     p.expect_kw("lookup")?;
                     RelayTarget::NatLookup
                 } else {
+                    if has_address {
+                        return p.err(format!(
+                            "relay {} target or redirection already specified",
+                            r.name
+                        ));
+                    }
                     let (a, _) = p.string("forward address")?;
                     let mut t = RelayTarget::Address {
                         addr: Address::parse(&a),
@@ -511,7 +531,12 @@ impl Parser<'_> {
                 }
                 r.forwards.push(RelayForward { target, tls });
             } else if p.eat_kw("protocol") {
+                if r.protocol.is_some() {
+                    return p.err("more than one protocol specified");
+                }
                 r.protocol = Some(p.string("protocol name")?.0);
+            } else if p.is_kw("route") {
+                return p.err("no route for relays");
             } else if p.eat_kw("session") {
                 p.expect_kw("timeout")?;
                 r.session_timeout = p.seconds("session timeout")?;
@@ -567,12 +592,29 @@ impl Parser<'_> {
             rules: Vec::new(),
             span,
         };
-        self.block(&mut |p| {
-            if p.eat_kw("tcp") {
+        // parse.y `protopts_n`: the body is optional (`dns protocol "d"` alone is whole).
+        let has_body = *self.tok() == Tok::LBrace;
+        let mut body = |p: &mut Self| {
+            // parse.y protoptsl: tcp and tls options only for tcp or http protocols, http
+            // options only for http (a dns relay has neither).
+            let tcp_or_http = matches!(kind, ProtocolKind::Tcp | ProtocolKind::Http);
+            if p.is_kw("tcp") {
+                if !tcp_or_http {
+                    return p.err("can set tcp options only for tcp or http protocols");
+                }
+                p.bump();
                 p.option_list(&mut |p| p.tcp_option(&mut pr.tcp))
-            } else if p.eat_kw("tls") || p.eat_kw("ssl") {
+            } else if p.is_kw("tls") || p.is_kw("ssl") {
+                if !tcp_or_http {
+                    return p.err("can set tls options only for tcp or http protocols");
+                }
+                p.bump();
                 p.option_list(&mut |p| p.tls_option(&mut pr.tls))
-            } else if p.eat_kw("http") {
+            } else if p.is_kw("http") {
+                if kind != ProtocolKind::Http {
+                    return p.err("can set http options only for http protocol");
+                }
+                p.bump();
                 p.option_list(&mut |p| p.http_option(&mut pr.http))
             } else if p.eat_kw("return") {
                 p.expect_kw("error")?;
@@ -593,7 +635,17 @@ impl Parser<'_> {
                     p.tok().describe()
                 ))
             }
-        })?;
+        };
+        if has_body {
+            self.block(&mut body)?;
+        }
+        if !pr.tls.tlsv1_2 && !pr.tls.tlsv1_3 {
+            self.diags.push(Diagnostic::error(
+                &pr.span,
+                Reject::Conflict,
+                "invalid TLS protocol",
+            ));
+        }
         self.out.config.protocols.push(pr);
         Ok(())
     }
@@ -756,12 +808,12 @@ impl Parser<'_> {
             self.expect_kw("match")?;
             RuleAction::Match
         };
-        let dir = if self.eat_kw("request") {
-            Some(RuleDir::Request)
-        } else if self.eat_kw("response") {
-            Some(RuleDir::Response)
+        // parse.y `dir`: a rule without a direction applies to requests.
+        let dir = if self.eat_kw("response") {
+            RuleDir::Response
         } else {
-            None
+            self.eat_kw("request");
+            RuleDir::Request
         };
         let quick = self.eat_kw("quick");
         let mut words = Vec::new();
@@ -800,15 +852,24 @@ impl Parser<'_> {
         self.block(&mut |p| {
             if p.eat_kw("route") {
                 let pf = p.prefix()?;
+                if r.routes
+                    .first()
+                    .is_some_and(|f| f.addr.is_ipv4() != pf.addr.is_ipv4())
+                {
+                    return p.err(format!("router {} address family mismatch", r.name));
+                }
                 r.routes.push(pf);
             } else if p.eat_kw("forward") {
                 p.expect_kw("to")?;
                 forwards += 1;
                 if forwards > 1 {
-                    return p.err("router has more than one forward to");
+                    return p.err(format!("router {} table already specified", r.name));
                 }
                 p.table_use(Owner::Router(idx))?;
             } else if p.eat_kw("rtable") {
+                if r.rtable.is_some() {
+                    return p.err(format!("router {} rtable already specified", r.name));
+                }
                 r.rtable = Some(p.num_u32("rtable", 0, 255)?);
             } else if p.eat_kw("rtlabel") {
                 r.rtlabel = Some(p.string("rtlabel")?.0);
