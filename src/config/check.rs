@@ -190,6 +190,10 @@ pub fn check(parsed: Parsed, top: &Span) -> (Config, Vec<Diagnostic>) {
         };
         let owner = owner_info(&config, u.owner);
         let port = u.opts.port.or(owner.listen_port);
+        if port.is_none() && !matches!(u.owner, Owner::Router(_)) {
+            // parse.y `table_inherit`: no `port` and no listener to take it from.
+            d.push(err(&u.span, Reject::Syntax, "invalid port"));
+        }
         let name = match port {
             Some(p) => format!("{}:{}", def.name, p),
             None => def.name.clone(),

@@ -332,7 +332,7 @@ impl Lexer {
     fn at_statement_start(&self) -> bool {
         matches!(
             self.out.last().map(|t| &t.tok),
-            None | Some(Tok::Newline) | Some(Tok::LBrace) | Some(Tok::RBrace)
+            None | Some(Tok::Newline) | Some(Tok::LBrace) | Some(Tok::RBrace) | Some(Tok::Comma)
         )
     }
 
