@@ -594,3 +594,66 @@ fn docs_example_loads() {
         "docs example and fixture differ"
     );
 }
+
+#[test]
+fn every_check_kind_and_service_ports() {
+    let text = r#"
+table <t> { 198.18.0.1 }
+redirect a { listen on 198.18.0.10 port http
+  forward to <t> check https "/health" host "www.example.com" code 200 }
+redirect b { listen on 198.18.0.10 port domain
+  forward to <t> check binary send "0a0b" expect "0C0d" tls }
+redirect c { listen on 198.18.0.10 udp port ntp
+  forward to <t> check script "/usr/local/bin/check-ntp" }
+redirect d { listen on 198.18.0.10 port smtp
+  forward to <t> check send "EHLO x\r\n" expect "250*" }
+redirect e { listen on 198.18.0.10 port 8080:8090 pflog
+  forward to <t> check http "/" digest "d41d8cd98f00b204e9800998ecf8427e" }
+"#;
+    let c = config::parse_str("checks.conf", text, &[]).unwrap();
+    assert_eq!(
+        c.table("t:80").unwrap().check,
+        Check::Http {
+            tls: true,
+            path: "/health".into(),
+            host: Some("www.example.com".into()),
+            expect: HttpExpect::Code(200)
+        }
+    );
+    assert_eq!(
+        c.table("t:53").unwrap().check,
+        Check::Binary {
+            send: vec![0x0a, 0x0b],
+            expect: vec![0x0c, 0x0d],
+            tls: true
+        }
+    );
+    assert_eq!(
+        c.table("t:123").unwrap().check,
+        Check::Script {
+            path: "/usr/local/bin/check-ntp".into()
+        }
+    );
+    // Backslash sequences other than \" and \<space> stay as written (relayd's lexer).
+    assert_eq!(
+        c.table("t:25").unwrap().check,
+        Check::Send {
+            send: b"EHLO x\\r\\n".to_vec(),
+            expect: "250*".into(),
+            tls: false
+        }
+    );
+    let Check::Http {
+        expect: HttpExpect::Digest(Digest::Md5(d)),
+        ..
+    } = c.table("t:8080").unwrap().check
+    else {
+        panic!()
+    };
+    assert_eq!(d[0], 0xd4);
+    let e = c.redirect("e").unwrap();
+    assert_eq!(e.listen[0].port, PortRange { lo: 8080, hi: 8090 });
+    assert!(e.listen[0].pflog);
+    // Five copies of one table, one per port: ids 2..6 after the definition's 1.
+    assert_eq!(c.hosts().map(|h| h.id).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+}

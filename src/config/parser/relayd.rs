@@ -885,3 +885,49 @@ impl Parser<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_as_relayd_builds_them() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e (RFC 1321 A.5), read as big-endian words.
+        assert_eq!(
+            hash_key(""),
+            Ok(HashKey::Key([
+                0xd41d_8cd9,
+                0x8f00_b204,
+                0xe980_0998,
+                0xecf8_427e
+            ]))
+        );
+        assert_eq!(
+            hash_key("0x0123456789abcdef0123456789ABCDEF"),
+            Ok(HashKey::Key([
+                0x0123_4567,
+                0x89ab_cdef,
+                0x0123_4567,
+                0x89ab_cdef
+            ]))
+        );
+        assert_eq!(
+            hash_key("0x0102"),
+            Err("hex key must be 128 bits (32 hex digits) long")
+        );
+        assert_eq!(
+            hash_key("0x0123456789abcdef0123456789abcdeg"),
+            Err("invalid hex key")
+        );
+    }
+
+    #[test]
+    fn hex_bytes_needs_even_nonempty_hex() {
+        assert_eq!(hex_bytes("00ff10"), Some(vec![0, 0xff, 0x10]));
+        assert_eq!(hex_bytes(""), None);
+        assert_eq!(hex_bytes("abc"), None);
+        assert_eq!(hex_bytes("zz"), None);
+        // Multi-byte characters never split a byte boundary into a panic.
+        assert_eq!(hex_bytes("é0"), None);
+    }
+}
