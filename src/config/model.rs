@@ -249,6 +249,8 @@ pub enum Check {
         host: Option<String>,
         expect: HttpExpect,
     },
+    /// `send DATA|nothing expect GLOB [tls]`: DATA and GLOB as written; backslash escapes
+    /// such as `\r\n` are left for the check to translate (relayd `translate_string`).
     Send {
         send: Vec<u8>,
         expect: String,
