@@ -170,6 +170,22 @@ fn relay_and_router_cross_references() {
 }
 
 #[test]
+fn filter_rules_checked_as_relayd() {
+    assert_eq!(
+        errors("err/filter.conf", &[]),
+        [
+            "err/filter.conf:3:16: unknown HTTP method currently not supported",
+            "err/filter.conf:4:8: combining query type and the given option is not supported",
+            "err/filter.conf:5:8: combining url type and the given option is not supported",
+            "err/filter.conf:6:12: address family mismatch",
+            "err/filter.conf:7:8: undefined forward table",
+            "err/filter.conf:8:24: label already defined",
+            "err/filter.conf:9:19: invalid http digest",
+        ]
+    );
+}
+
+#[test]
 fn missing_file() {
     let e = config::load(&dir().join("err/nonexistent.conf"), &[]).unwrap_err();
     assert_eq!(e.0.len(), 1);

@@ -437,32 +437,46 @@ fn manpage_ex3_tls_acceleration() {
     assert!(!p.tls.tlsv1_2 && p.tls.tlsv1_3);
     assert_eq!(p.tls.ciphers.as_deref(), Some("HIGH"));
     assert_eq!(p.rules.len(), 6);
+    let r1 = &p.rules[1];
     assert_eq!(
-        p.rules[1],
-        FilterRule {
-            action: RuleAction::Match,
-            dir: RuleDir::Request,
-            quick: false,
-            words: [
-                "header",
-                "set",
-                "X-Forwarded-By",
-                "value",
-                "$SERVER_ADDR:$SERVER_PORT"
-            ]
-            .map(String::from)
-            .to_vec()
-        }
+        (r1.action, r1.dir, r1.quick),
+        (RuleAction::Match, RuleDir::Request, false)
     );
     assert_eq!(
-        p.rules[4],
-        FilterRule {
-            action: RuleAction::Pass,
-            dir: RuleDir::Request,
-            quick: false,
-            words: vec![]
-        }
+        r1.kvs,
+        [RuleKv {
+            kind: KvType::Header,
+            action: KvAction::Set,
+            key: Some("X-Forwarded-By".into()),
+            digest: false,
+            key_pattern: false,
+            value: Some("$SERVER_ADDR:$SERVER_PORT".into()),
+            value_pattern: false,
+        }]
     );
+    assert_eq!(
+        r1.words,
+        [
+            "header",
+            "set",
+            "X-Forwarded-By",
+            "value",
+            "$SERVER_ADDR:$SERVER_PORT"
+        ]
+    );
+    // `match query hash "sessid"`: the value defaults to "*" (parse.y).
+    assert_eq!(p.rules[3].kvs[0].action, KvAction::Hash);
+    assert_eq!(p.rules[3].kvs[0].value.as_deref(), Some("*"));
+    let pass = &p.rules[4];
+    assert_eq!(
+        (pass.action, pass.kvs.len(), pass.words.len()),
+        (RuleAction::Pass, 0, 0)
+    );
+    let block = &p.rules[5];
+    assert_eq!(block.action, RuleAction::Block);
+    assert_eq!(block.kvs[0].kind, KvType::Path);
+    assert_eq!(block.kvs[0].key.as_deref(), Some("/cgi-bin/index.cgi"));
+    assert_eq!(block.kvs[0].value.as_deref(), Some("*command=*"));
     let r = c.relay("tlsaccel").unwrap();
     assert!(r.listen[0].tls);
     assert_eq!(
@@ -504,6 +518,9 @@ fn manpage_ex5_filter_to_destination() {
     assert_eq!(p.rules[0].dir, RuleDir::Request);
     assert!(p.rules[2].quick);
     assert_eq!(p.rules[2].words, ["url", "www.example.com/index.html"]);
+    assert_eq!(p.rules[1].label, Some(Setting::Set("URL filtered!".into())));
+    assert_eq!(p.rules[2].kvs[0].kind, KvType::Url);
+    assert_eq!(p.rules[2].kvs[0].value.as_deref(), Some("*"));
     assert_eq!(
         c.relay("httpproxy").unwrap().forwards[0].target,
         RelayTarget::Destination

@@ -77,6 +77,7 @@ pub fn check(parsed: Parsed, top: &Span) -> (Config, Vec<Diagnostic>) {
         maglev_span,
         broken,
         mentioned,
+        rule_tables,
     } = parsed;
     let mut d = Vec::new();
     let g = &config.global;
@@ -370,6 +371,11 @@ pub fn check(parsed: Parsed, top: &Span) -> (Config, Vec<Diagnostic>) {
         }
     }
 
+    for (t, span) in &rule_tables {
+        if !table_defs.iter().any(|td| td.name == *t) {
+            d.push(err(span, Reject::Undefined, "undefined forward table"));
+        }
+    }
     check_parents(&config, &table_defs, &mut d);
     check_redirects(&config, &broken, &mut d);
     check_relays(&mut config, &broken, &mut d);

@@ -457,14 +457,72 @@ pub enum RuleDir {
     Response,
 }
 
-/// An HTTP filter rule, kept as data for the relay engineer: the verdict, the direction and the
-/// remaining words of the rule in order (relayd `filterrule`).
+/// What a key/value rule option looks at (relayd `enum key_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    Cookie,
+    Header,
+    Path,
+    Query,
+    Url,
+}
+
+/// What it does with it (relayd `enum key_option`); `None` only matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvAction {
+    None,
+    Append,
+    Set,
+    Remove,
+    Hash,
+    Log,
+    /// `path strip N`: the value holds N.
+    Strip,
+}
+
+/// One `TYPE [ACTION] [[pattern] KEY | digest KEY] [value [pattern] VALUE]` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleKv {
+    pub kind: KvType,
+    pub action: KvAction,
+    pub key: Option<String>,
+    /// `url digest KEY`: the key is the SHA1 or MD5 hex of the URL.
+    pub digest: bool,
+    /// `pattern`: Lua-style patterns instead of shell globs (relayd 1.224).
+    pub key_pattern: bool,
+    /// `value` defaults to `*` when a key is given (parse.y).
+    pub value: Option<String>,
+    pub value_pattern: bool,
+}
+
+/// Set or clear (`no tag`, `no label`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    Set(String),
+    Clear,
+}
+
+/// An HTTP filter rule (relayd `filterrule`): kept as data for the relay, evaluated first to
+/// last there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterRule {
     pub action: RuleAction,
     /// `request` unless written `response` (parse.y `dir`).
     pub dir: RuleDir,
     pub quick: bool,
+    /// `inet` (false) / `inet6` (true).
+    pub inet6: Option<bool>,
+    pub from: Option<Prefix>,
+    pub to: Option<Prefix>,
+    pub method: Option<String>,
+    pub kvs: Vec<RuleKv>,
+    pub forward_to: Option<String>,
+    pub tag: Option<Setting>,
+    pub tagged: Option<String>,
+    pub label: Option<Setting>,
+    /// `file PATH`: one key per line, for the last key/value option.
+    pub file: Option<String>,
+    /// The rule's words after `[quick]`, as written (for messages and `show`).
     pub words: Vec<String>,
 }
 

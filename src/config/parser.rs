@@ -4,6 +4,7 @@
 //! [`super::check`]: the parser only records what was written and where.
 
 mod blocks;
+mod filter;
 mod relayd;
 
 use std::time::Duration;
@@ -86,6 +87,8 @@ pub struct Parsed {
     /// Every table name written in a `forward to`/`route to`, even in a statement that then
     /// failed to parse (so the table is not also called unused).
     pub mentioned: Vec<String>,
+    /// Tables named by filter rules' `forward to <t>` (parse.y: "undefined forward table").
+    pub rule_tables: Vec<(String, Span)>,
 }
 
 pub fn parse(tokens: &[Token]) -> (Parsed, Vec<Diagnostic>) {
@@ -114,6 +117,7 @@ pub fn parse(tokens: &[Token]) -> (Parsed, Vec<Diagnostic>) {
             maglev_span: None,
             broken: Vec::new(),
             mentioned: Vec::new(),
+            rule_tables: Vec::new(),
         },
     };
     p.top();

@@ -798,43 +798,6 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `(block|pass|match) [request|response] [quick] WORDS...` kept as data.
-    fn filter_rule(&mut self) -> R<FilterRule> {
-        let action = if self.eat_kw("block") {
-            RuleAction::Block
-        } else if self.eat_kw("pass") {
-            RuleAction::Pass
-        } else {
-            self.expect_kw("match")?;
-            RuleAction::Match
-        };
-        // parse.y `dir`: a rule without a direction applies to requests.
-        let dir = if self.eat_kw("response") {
-            RuleDir::Response
-        } else {
-            self.eat_kw("request");
-            RuleDir::Request
-        };
-        let quick = self.eat_kw("quick");
-        let mut words = Vec::new();
-        while !self.at_end_of_statement() {
-            match self.tok().clone() {
-                Tok::Word(w) | Tok::Str(w) => words.push(w),
-                Tok::LAngle => words.push("<".into()),
-                Tok::RAngle => words.push(">".into()),
-                Tok::Slash => words.push("/".into()),
-                other => return self.err(format!("syntax error: unexpected {}", other.describe())),
-            }
-            self.bump();
-        }
-        Ok(FilterRule {
-            action,
-            dir,
-            quick,
-            words,
-        })
-    }
-
     // ---- routers ---------------------------------------------------------------------------
 
     pub(super) fn router(&mut self, span: Span) -> R<()> {
