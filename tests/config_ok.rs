@@ -91,7 +91,7 @@ fn full_interfaces_carp_pfsync() {
     assert_eq!(c0.advbase, 1);
     assert_eq!(c0.pass.as_deref(), Some("sekrit"));
     assert_eq!(c0.carppeer, Some("198.18.0.2".parse().unwrap()));
-    assert_eq!(c0.balancing, Balancing::Ip);
+    assert_eq!(c0.balancing, Balancing::None);
     assert_eq!(c0.groups, vec!["lb".to_string()]);
     assert!(c0.preempt);
     assert_eq!(
@@ -673,4 +673,34 @@ redirect e { listen on 198.18.0.10 port 8080:8090 pflog
     assert!(e.listen[0].pflog);
     // Five copies of one table, one per port: ids 2..6 after the definition's 1.
     assert_eq!(c.hosts().map(|h| h.id).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn carp_balancing_as_the_kernel_applies_it() {
+    let text = "carp carp0 { carpdev eth0, carpnodes 1:0,2:100, address 198.18.0.1/24 }\n\
+                carp carp1 { carpdev eth1, vhid 3, balancing ip, address 198.18.0.2/24 }\n";
+    let c = config::parse_str("lb.conf", text, &[]).unwrap();
+    // ip_carp.c: two or more nodes with none fall back to ip; one node forces none.
+    assert_eq!(c.carp[0].balancing, Balancing::Ip);
+    assert_eq!(c.carp[1].balancing, Balancing::None);
+    let w: Vec<String> = c.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        ["lb.conf:2:1: warning: carp carp1: balancing needs two or more carpnodes; using none"]
+    );
+    // A carp-only box is a configuration of its own (no redirect needed).
+    assert!(c.redirects.is_empty());
+}
+
+#[test]
+fn cmdline_define_splits_at_last_equals() {
+    assert_eq!(
+        config::parse_define("a=b=c"),
+        Some(("a=b".into(), "c".into()))
+    );
+    assert_eq!(
+        config::parse_define("gw1=198.18.9.1"),
+        Some(("gw1".into(), "198.18.9.1".into()))
+    );
+    assert_eq!(config::parse_define("novalue"), None);
 }

@@ -381,6 +381,13 @@ pub fn check(parsed: Parsed, top: &Span) -> (Config, Vec<Diagnostic>) {
     check_relays(&mut config, &broken, &mut d);
     check_routers(&config, &broken, &mut d);
     check_carpio(&config, &broken, &mut d);
+    for c in &mut config.carp {
+        match (c.nodes.len(), c.balancing) {
+            (1, _) => c.balancing = Balancing::None,
+            (n, Balancing::None) if n >= 2 => c.balancing = Balancing::Ip,
+            _ => {}
+        }
+    }
     (config, d)
 }
 
@@ -593,6 +600,18 @@ fn check_carpio(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
                     format!("{}: vhid {} is already used by {other}", c.name, n.vhid),
                 ));
             }
+        }
+        // ip_carp.c: one node forces balancing none; two or more with none fall back to ip.
+        // The model keeps what the kernel would do, and says so when it differs.
+        if c.nodes.len() == 1 && c.balancing != Balancing::None {
+            d.push(Diagnostic::warning(
+                &c.span,
+                Reject::Conflict,
+                format!(
+                    "carp {}: balancing needs two or more carpnodes; using none",
+                    c.name
+                ),
+            ));
         }
         if c.addresses.is_empty() && !broken.contains(&c.span) {
             d.push(err(

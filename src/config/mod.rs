@@ -129,6 +129,12 @@ impl fmt::Display for Errors {
 
 impl std::error::Error for Errors {}
 
+/// Splits a command-line `-D name=value` at the last `=`, as relayd's `cmdline_symset` does.
+pub fn parse_define(arg: &str) -> Option<(String, String)> {
+    let (name, value) = arg.rsplit_once('=')?;
+    Some((name.to_string(), value.to_string()))
+}
+
 /// Reads and validates the configuration file at `path` (includes are resolved relative to the
 /// including file). `defines` are `-D name=value` macros; they override the file's definitions.
 pub fn load(path: &Path, defines: &[(String, String)]) -> Result<Config, Errors> {

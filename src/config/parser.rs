@@ -646,9 +646,9 @@ impl<'a> Parser<'a> {
             }
             "updates" => self.out.config.global.log.host_checks = false,
             "connection" => {
-                if self.eat_kw("errors") {
-                    self.out.config.global.log.connection_errors = true;
-                } else {
+                // parse.y loglevel: `log connection` logs every session, errors included.
+                self.out.config.global.log.connection_errors = true;
+                if !self.eat_kw("errors") {
                     self.out.config.global.log.connections = true;
                 }
             }

@@ -336,7 +336,8 @@ impl Parser<'_> {
         self.expect_kw("port")?;
         l.port = self.port_range()?;
         if relay && l.port.lo != l.port.hi {
-            return self.range_err(&self.span(), "relays listen on one port, not a range");
+            // parse.y relayoptsl: a relay listens on one port.
+            return self.range_err(&self.span(), "invalid port");
         }
         while !self.at_end_of_statement() {
             if !relay && self.eat_kw("interface") {
