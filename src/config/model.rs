@@ -269,7 +269,7 @@ pub enum Check {
 /// A table as used by one redirect/relay/router with one port (relayd copies it as `name:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableConfig {
-    /// `name:port` (or `name` when used without a port, by a relay forward with no port).
+    /// `name:port` (`name` alone for a router's table given no port).
     pub name: String,
     /// The table's own name as written in `table <name>`.
     pub base: String,
