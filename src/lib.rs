@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod carp;
+pub mod config;
 pub mod counters;
 pub mod ctl;
 pub mod pfsync;

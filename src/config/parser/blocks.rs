@@ -1,0 +1,267 @@
+//! carpio's own blocks, in relayd's style (docs/carpio.conf.md): `interface`, `carp`, `pfsync`.
+//! The carp and pfsync options mirror ifconfig(8)'s (sbin/ifconfig/ifconfig.c `setcarp_*`,
+//! `setpfsync_*`; spec §1.7, §2.1, §3) so an OpenBSD admin can copy them over.
+
+use super::*;
+
+impl Parser<'_> {
+    /// `interface NAME { ingress afxdp|afpacket|pnet [queues N] [mode native|generic] }`
+    pub(super) fn interface(&mut self, span: Span) -> R<()> {
+        let (name, _) = self.string("interface name")?;
+        let mut i = InterfaceConfig {
+            name,
+            ingress: Ingress::Afpacket,
+            queues: None,
+            mode: None,
+            span,
+        };
+        self.block(&mut |p| {
+            while !p.at_end_of_statement() {
+                if p.eat_kw("ingress") {
+                    i.ingress = if p.eat_kw("afxdp") {
+                        Ingress::Afxdp
+                    } else if p.eat_kw("afpacket") {
+                        Ingress::Afpacket
+                    } else if p.eat_kw("pnet") {
+                        Ingress::Pnet
+                    } else {
+                        return p.unexpected("'afxdp', 'afpacket' or 'pnet'");
+                    };
+                } else if p.eat_kw("queues") {
+                    i.queues = Some(p.num_u32("queues", 1, 1024)?);
+                } else if p.eat_kw("mode") {
+                    i.mode = Some(if p.eat_kw("native") {
+                        XdpMode::Native
+                    } else if p.eat_kw("generic") {
+                        XdpMode::Generic
+                    } else {
+                        return p.unexpected("'native' or 'generic'");
+                    });
+                } else {
+                    return p.err(format!(
+                        "syntax error: unknown interface option {}",
+                        p.tok().describe()
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+        self.out.config.interfaces.push(i);
+        Ok(())
+    }
+
+    /// `carp NAME { carpdev IF, vhid N, advbase N, advskew N, pass STR, carppeer ADDR,
+    /// carpnodes V:S,..., balancing MODE, group G, preempt, address A/len }`
+    pub(super) fn carp(&mut self, span: Span) -> R<()> {
+        let (name, _) = self.string("carp interface name")?;
+        let mut c = CarpConfig {
+            name,
+            carpdev: None,
+            nodes: Vec::new(),
+            advbase: 1,
+            pass: None,
+            carppeer: None,
+            balancing: Balancing::None,
+            groups: Vec::new(),
+            preempt: false,
+            addresses: Vec::new(),
+            span: span.clone(),
+        };
+        let mut vhid: Option<(u8, Span)> = None;
+        let mut advskew: u8 = 0;
+        let mut nodes_span: Option<Span> = None;
+        let errors_before = self.diags.len();
+        self.block(&mut |p| {
+            let sspan = p.span();
+            if p.eat_kw("carpdev") {
+                c.carpdev = Some(p.string("carpdev")?.0);
+            } else if p.eat_kw("vhid") {
+                // ifconfig.c setcarp_vhid: strtonum(1, 255).
+                vhid = Some((p.num_u8("vhid", 1, 255)?, sspan));
+            } else if p.eat_kw("advbase") {
+                // 255 is only sent when bowing out (spec §9 item 7); 0 would advertise
+                // continuously.
+                c.advbase = p.num_u8("advbase", 1, 254)?;
+            } else if p.eat_kw("advskew") {
+                advskew = p.advskew()?;
+            } else if p.eat_kw("pass") {
+                c.pass = Some(p.string("pass")?.0);
+            } else if p.eat_kw("carppeer") {
+                let (a, aspan) = p.string("carppeer address")?;
+                match a.parse() {
+                    Ok(ip) => c.carppeer = Some(ip),
+                    Err(_) => {
+                        return p.range_err(&aspan, format!("invalid carppeer address '{a}'"));
+                    }
+                }
+            } else if p.eat_kw("carpnodes") {
+                c.nodes = p.carpnodes()?;
+                nodes_span = Some(sspan);
+            } else if p.eat_kw("balancing") {
+                c.balancing = if p.eat_kw("none") {
+                    Balancing::None
+                } else if p.eat_kw("ip") {
+                    Balancing::Ip
+                } else if p.eat_kw("ip-stealth") {
+                    Balancing::IpStealth
+                } else if p.eat_kw("ip-unicast") {
+                    Balancing::IpUnicast
+                } else if p.eat_kw("arp") {
+                    Balancing::Arp
+                } else {
+                    return p.unexpected("'none', 'ip', 'ip-stealth', 'ip-unicast' or 'arp'");
+                };
+            } else if p.eat_kw("group") {
+                c.groups.push(p.string("group name")?.0);
+            } else if p.eat_kw("preempt") {
+                c.preempt = true;
+            } else if p.eat_kw("address") {
+                let pf = p.prefix()?;
+                c.addresses.push(pf);
+            } else {
+                return p.err(format!(
+                    "syntax error: unknown carp option {}",
+                    p.tok().describe()
+                ));
+            }
+            Ok(())
+        })?;
+        match (vhid, nodes_span) {
+            (Some((_, vspan)), Some(_)) => {
+                self.diags.push(Diagnostic::error(
+                    &vspan,
+                    Reject::Conflict,
+                    "use either vhid or carpnodes, not both",
+                ));
+            }
+            (Some((v, _)), None) => c.nodes.push(CarpNode { vhid: v, advskew }),
+            (None, Some(_)) => {}
+            // A vhid statement that failed to parse was already reported.
+            (None, None) if self.diags.len() > errors_before => {}
+            (None, None) => {
+                self.diags.push(Diagnostic::error(
+                    &span,
+                    Reject::Syntax,
+                    format!("carp {} has no vhid", c.name),
+                ));
+            }
+        }
+        self.out.config.carp.push(c);
+        Ok(())
+    }
+
+    fn advskew(&mut self) -> R<u8> {
+        let span = self.span();
+        let (n, _) = self.number("advskew", 0, 255)?;
+        if n == 255 {
+            // ifconfig.c setcarp_advskew: strtonum(0, 254); 255 means bow-out (spec §9 item 7).
+            return self.range_err(
+                &span,
+                "invalid advskew 255: must be 0..254 (255 is reserved for bow-out)",
+            );
+        }
+        Ok(u8::try_from(n).unwrap_or(0))
+    }
+
+    /// `V:S[,V:S...]` (ifconfig.c `setcarpnodes`; at most CARP_MAXNODES = 32).
+    fn carpnodes(&mut self) -> R<Vec<CarpNode>> {
+        let mut nodes = Vec::new();
+        loop {
+            let (s, span) = self.string("vhid:advskew")?;
+            let Some((v, a)) = s.split_once(':') else {
+                return self.range_err(
+                    &span,
+                    format!("invalid carpnode '{s}': expected vhid:advskew"),
+                );
+            };
+            let vhid = match v.parse::<u8>() {
+                Ok(v) if v >= 1 => v,
+                _ => {
+                    return self.range_err(
+                        &span,
+                        format!("invalid carpnode vhid '{v}': must be 1..255"),
+                    );
+                }
+            };
+            let advskew = match a.parse::<u8>() {
+                Ok(a) if a < 255 => a,
+                _ => {
+                    return self.range_err(
+                        &span,
+                        format!("invalid carpnode advskew '{a}': must be 0..254"),
+                    );
+                }
+            };
+            if nodes.iter().any(|n: &CarpNode| n.vhid == vhid) {
+                return Err(Diagnostic::error(
+                    &span,
+                    Reject::Duplicate,
+                    format!("vhid {vhid} listed twice in carpnodes"),
+                ));
+            }
+            nodes.push(CarpNode { vhid, advskew });
+            // A comma followed by another V:S continues the list; otherwise it ends the statement.
+            let next_is_node = matches!(self.tok_at(1), Tok::Word(w) if w.contains(':'));
+            if *self.tok() == Tok::Comma && next_is_node {
+                self.bump();
+            } else {
+                break;
+            }
+        }
+        if nodes.len() > 32 {
+            return self.range_err(
+                &self.span(),
+                format!("too many carpnodes ({}): at most 32", nodes.len()),
+            );
+        }
+        // ip_carp.c keeps the vhosts sorted by vhid; the lowest is the leader (spec §2.1).
+        nodes.sort_by_key(|n| n.vhid);
+        Ok(nodes)
+    }
+
+    /// `pfsync { syncdev IF | syncpeer ADDR, maxupd N, [no] defer }`
+    pub(super) fn pfsync(&mut self, span: Span) -> R<()> {
+        if self.out.config.pfsync.is_some() {
+            return Err(Diagnostic::error(
+                &span,
+                Reject::Duplicate,
+                "pfsync defined twice",
+            ));
+        }
+        let mut c = PfsyncConfig {
+            syncdev: None,
+            syncpeer: None,
+            maxupd: 128,
+            defer: false,
+            span,
+        };
+        self.block(&mut |p| {
+            let no = p.eat_kw("no");
+            if p.eat_kw("defer") {
+                c.defer = !no;
+            } else if no {
+                return p.unexpected("'defer'");
+            } else if p.eat_kw("syncdev") {
+                c.syncdev = Some(p.string("syncdev")?.0);
+            } else if p.eat_kw("syncpeer") {
+                let (a, aspan) = p.string("syncpeer address")?;
+                match a.parse() {
+                    Ok(ip) => c.syncpeer = Some(ip),
+                    Err(_) => {
+                        return p.range_err(&aspan, format!("invalid syncpeer address '{a}'"));
+                    }
+                }
+            } else if p.eat_kw("maxupd") {
+                c.maxupd = p.num_u8("maxupd", 0, 255)?;
+            } else {
+                return p.err(format!(
+                    "syntax error: unknown pfsync option {}",
+                    p.tok().describe()
+                ));
+            }
+            Ok(())
+        })?;
+        self.out.config.pfsync = Some(c);
+        Ok(())
+    }
+}
