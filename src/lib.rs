@@ -3,4 +3,5 @@
 #![deny(unsafe_code)]
 
 pub mod counters;
+pub mod dataplane;
 pub mod wire;
