@@ -86,6 +86,10 @@ pub const ICMP_CHECKSUM: usize = 2;
 /// ICMP/ICMPv6 error header: type, code, checksum, 4 bytes (unused / MTU / pointer).
 pub const ICMP_HEADER: usize = 8;
 
+/// Bytes of the quoted transport header an ICMP error carries at least (RFC 792: "the
+/// internet header plus the first 64 bits of the original datagram's data").
+pub const QUOTED_L4_MIN: usize = 8;
+
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -292,6 +296,10 @@ fn rewrite_end(
     let l3 = usize::from(meta.l3);
     let l4 = usize::from(meta.l4);
     let end = usize::from(meta.end);
+    // Check the extent once, so a refused frame is never half rewritten.
+    if end > frame.len() || l3 >= l4 || l4 > end {
+        return Err(Error::Truncated);
+    }
     let transport = meta.frag != Frag::Later && l4 < end;
     let l4s = if transport {
         l4_sum(frame, meta.af, meta.proto, l4, end)?
@@ -389,14 +397,22 @@ fn icmp_error(
     let l3 = usize::from(meta.l3);
     let l4 = usize::from(meta.l4);
     let end = usize::from(meta.end);
+    let (ql3, ql4) = (usize::from(q.l3), usize::from(q.l4));
+    // The quoted transport header's first 8 bytes (ports, UDP checksum) must be there.
+    if end > frame.len()
+        || l3 >= l4
+        || l4 + ICMP_HEADER > ql3
+        || ql3 >= ql4
+        || ql4 + QUOTED_L4_MIN > end
+    {
+        return Err(Error::Truncated);
+    }
     let (a, n) = addr_bytes(addr);
     let icmp = Sum {
         at: l4 + ICMP_CHECKSUM,
         kind: SumKind::Plain,
     };
     // Quoted packet: everything changed here lies inside the ICMP message.
-    let ql3 = usize::from(q.l3);
-    let ql4 = usize::from(q.l4);
     let qsum = match q.proto {
         PROTO_TCP => Some(Sum {
             at: ql4 + TCP_CHECKSUM,
