@@ -521,11 +521,11 @@ impl FlowTable {
     /// Inserts a new flow and announces it (local flows only).
     pub fn insert(&mut self, now: u32, key: &Key, new: &NewFlow) -> Result<Handle, InsertError> {
         let kh = key_hash(self.seed, key);
-        if let Some((_, e)) = self.find_fwd(kh, key) {
-            if self.live(now, e).is_some() {
-                self.counters.add(Counter::Exists.index(), 1);
-                return Err(InsertError::Exists(Handle(e)));
-            }
+        if let Some((_, e)) = self.find_fwd(kh, key)
+            && self.live(now, e).is_some()
+        {
+            self.counters.add(Counter::Exists.index(), 1);
+            return Err(InsertError::Exists(Handle(e)));
         }
         let rkey = ReturnKey {
             proto: key.proto,
@@ -535,11 +535,11 @@ impl FlowTable {
             client_port: key.client_port,
         };
         let rh = return_hash(self.seed, &rkey);
-        if let Some((_, e)) = self.find_rev(rh, &rkey) {
-            if self.live(now, e).is_some() {
-                self.counters.add(Counter::ReturnCollision.index(), 1);
-                return Err(InsertError::ReturnCollision);
-            }
+        if let Some((_, e)) = self.find_rev(rh, &rkey)
+            && self.live(now, e).is_some()
+        {
+            self.counters.add(Counter::ReturnCollision.index(), 1);
+            return Err(InsertError::ReturnCollision);
         }
         let e = match self.alloc(now) {
             Some(e) => e,
@@ -650,11 +650,12 @@ impl FlowTable {
             } else {
                 self.cursor + 1
             };
-            if let Some(f) = self.entries.get(e as usize) {
-                if !f.is_free() && now >= f.expire {
-                    self.remove_entry(e, Counter::Expired, true);
-                    removed += 1;
-                }
+            if let Some(f) = self.entries.get(e as usize)
+                && !f.is_free()
+                && now >= f.expire
+            {
+                self.remove_entry(e, Counter::Expired, true);
+                removed += 1;
             }
         }
         removed

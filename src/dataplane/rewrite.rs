@@ -191,10 +191,10 @@ fn patch(
     }
     field.copy_from_slice(&new[..n]);
     for &s in direct {
-        if let Some((c, nc)) = fold_into(frame, s, &old[..n], &new[..n])? {
-            if let Some(o) = outer {
-                fold_into(frame, o, &c.to_be_bytes(), &nc.to_be_bytes())?;
-            }
+        if let Some((c, nc)) = fold_into(frame, s, &old[..n], &new[..n])?
+            && let Some(o) = outer
+        {
+            fold_into(frame, o, &c.to_be_bytes(), &nc.to_be_bytes())?;
         }
     }
     if let Some(o) = outer {
@@ -319,11 +319,11 @@ fn rewrite_end(
         };
         k += 1;
     }
-    if let Some(s) = l4s {
-        if pseudo_covered(meta.af, meta.proto) {
-            sums[k] = s;
-            k += 1;
-        }
+    if let Some(s) = l4s
+        && pseudo_covered(meta.af, meta.proto)
+    {
+        sums[k] = s;
+        k += 1;
     }
     patch(
         frame,
@@ -439,11 +439,11 @@ fn icmp_error(
         };
         k += 1;
     }
-    if let Some(s) = qsum {
-        if pseudo_covered(meta.af, q.proto) {
-            sums[k] = s;
-            k += 1;
-        }
+    if let Some(s) = qsum
+        && pseudo_covered(meta.af, q.proto)
+    {
+        sums[k] = s;
+        k += 1;
     }
     patch(
         frame,
