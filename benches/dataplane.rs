@@ -109,6 +109,14 @@ fn bench(c: &mut Criterion) {
             black_box(t.lookup_return(1, black_box(&r)))
         })
     });
+    // Baseline in the same run: std's HashMap (SipHash) from the same keys to an index.
+    let map: std::collections::HashMap<Key, u32> = (0..FLOWS).map(|i| (key(i), i)).collect();
+    c.bench_function("baseline/std_hashmap_lookup_hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % FLOWS;
+            black_box(map.get(black_box(&key(i))))
+        })
+    });
     let mut j = FLOWS;
     c.bench_function("flow/insert_remove", |b| {
         b.iter(|| {
@@ -135,6 +143,27 @@ fn bench(c: &mut Criterion) {
             // Alternate backends so every iteration really changes the bytes.
             let r = rewrite::nat_to_backend(black_box(&mut f), &m, backends[n], 5353, Some(&macs));
             black_box(r.is_ok())
+        })
+    });
+
+    // Baseline in the same run: the same NAT with both checksums recomputed in full.
+    let (mut g, _) = udp64();
+    c.bench_function("baseline/nat_udp64_full_recompute", |b| {
+        b.iter(|| {
+            n ^= 1;
+            let g = black_box(&mut g);
+            let IpAddr::V4(a) = backends[n] else { return };
+            g[30..34].copy_from_slice(&a.octets());
+            g[36..38].copy_from_slice(&5353u16.to_be_bytes());
+            g[0..6].copy_from_slice(&macs.dst);
+            g[6..12].copy_from_slice(&macs.src);
+            g[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&g[14..34]);
+            g[24..26].copy_from_slice(&c.to_be_bytes());
+            g[40..42].copy_from_slice(&[0, 0]);
+            let src = Ipv4Addr::new(g[26], g[27], g[28], g[29]);
+            let c = fold(sum(&g[34..60], pseudo_v4(src, a, 17, 26)));
+            g[40..42].copy_from_slice(&c.to_be_bytes());
         })
     });
 

@@ -698,6 +698,21 @@ fn encap_errors_headroom_mtu_af() {
         encap::encap(&mut buf, 64, frame.len(), &m, &mixed, 0),
         Err(Error::AfMismatch)
     );
+    // Every truncation of the frame (len shorter than the packet) is refused untouched.
+    for cut in 0..frame.len() {
+        let before = buf.clone();
+        assert_eq!(
+            encap::encap(&mut buf, 64, cut, &m, &o, 0),
+            Err(Error::Truncated),
+            "cut {cut}"
+        );
+        assert_eq!(buf, before);
+        let mut out = [0u8; 1500];
+        assert_eq!(
+            encap::icmp_too_big(&frame[..cut], &m, 1400, &mut out),
+            Err(Error::Truncated)
+        );
+    }
     // Truncated buffer: len beyond the buffer.
     assert_eq!(
         encap::encap(&mut buf, 64, frame.len() + 1000, &m, &o, 0),
@@ -741,6 +756,22 @@ fn icmp_too_big_v4_and_v6() {
         assert_eq!(
             encap::icmp_too_big(r, &rm, 1000, &mut [0u8; 2048]),
             Err(Error::AboutIcmpError)
+        );
+    }
+}
+
+#[test]
+fn icmp_errors_hash_to_the_worker_of_their_flow() {
+    use carpio::dataplane::hash;
+    for (client, vip) in [(v4(10), v4(1)), (v6(10), v6(1))] {
+        let pkt = eth(&ip_packet(client, vip, UDP, 40000, 53, b"q"));
+        let reply = ip_packet(vip, client, UDP, 53, 40000, b"a");
+        let err = icmp_error(v4_or_v6_router(vip), vip, &reply);
+        let (pm, em) = (meta_for_test_frame(&pkt), meta_for_test_frame(&err));
+        assert_eq!(hash::symmetric_meta(9, &pm), hash::symmetric_meta(9, &em));
+        assert_ne!(
+            hash::directed_meta(9, &pm),
+            hash::directed_meta(9, &meta_for_test_frame(&eth(&reply)))
         );
     }
 }
