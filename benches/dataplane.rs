@@ -53,22 +53,31 @@ fn filled() -> FlowTable {
 
 /// A 60-byte Ethernet + IPv4 + UDP frame (64 on the wire with the FCS) and its Meta.
 fn udp64() -> (Vec<u8>, Meta) {
+    udp_frame(60)
+}
+
+/// An Ethernet + IPv4 + UDP frame of `len` bytes (without FCS) and its Meta.
+fn udp_frame(len: usize) -> (Vec<u8>, Meta) {
     let (src, dst) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 1));
-    let mut f = vec![0u8; 60];
+    let mut f = vec![0u8; len];
+    let ip_len = (len - 14) as u16;
+    let udp_len = ip_len - 20;
     f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14..24].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17]);
+    f[14..24].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
     f[26..30].copy_from_slice(&src.octets());
     f[30..34].copy_from_slice(&dst.octets());
     let c = checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[34..42].copy_from_slice(&[0x9c, 0x40, 0, 53, 0, 26, 0, 0]);
-    let c = fold(sum(&f[34..60], pseudo_v4(src, dst, 17, 26)));
+    f[34..42].copy_from_slice(&[0x9c, 0x40, 0, 53, 0, 0, 0, 0]);
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    let c = fold(sum(&f[34..len], pseudo_v4(src, dst, 17, udp_len)));
     f[40..42].copy_from_slice(&c.to_be_bytes());
     let meta = Meta {
         class: Class::Ipv4Udp,
         l3: 14,
         l4: 34,
-        end: 60,
+        end: len as u16,
         vlan: [0, 0],
         af: Af::V4,
         proto: 17,
@@ -127,7 +136,6 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let (mut f, m) = udp64();
     let macs = Macs {
         dst: [2, 0, 0, 0, 0, 1],
         src: [2, 0, 0, 0, 0, 2],
@@ -137,35 +145,39 @@ fn bench(c: &mut Criterion) {
         IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
     ];
     let mut n = 0usize;
-    c.bench_function("rewrite/nat_udp64", |b| {
-        b.iter(|| {
-            n ^= 1;
-            // Alternate backends so every iteration really changes the bytes.
-            let r = rewrite::nat_to_backend(black_box(&mut f), &m, backends[n], 5353, Some(&macs));
-            black_box(r.is_ok())
-        })
-    });
-
-    // Baseline in the same run: the same NAT with both checksums recomputed in full.
-    let (mut g, _) = udp64();
-    c.bench_function("baseline/nat_udp64_full_recompute", |b| {
-        b.iter(|| {
-            n ^= 1;
-            let g = black_box(&mut g);
-            let IpAddr::V4(a) = backends[n] else { return };
-            g[30..34].copy_from_slice(&a.octets());
-            g[36..38].copy_from_slice(&5353u16.to_be_bytes());
-            g[0..6].copy_from_slice(&macs.dst);
-            g[6..12].copy_from_slice(&macs.src);
-            g[24..26].copy_from_slice(&[0, 0]);
-            let c = checksum(&g[14..34]);
-            g[24..26].copy_from_slice(&c.to_be_bytes());
-            g[40..42].copy_from_slice(&[0, 0]);
-            let src = Ipv4Addr::new(g[26], g[27], g[28], g[29]);
-            let c = fold(sum(&g[34..60], pseudo_v4(src, a, 17, 26)));
-            g[40..42].copy_from_slice(&c.to_be_bytes());
-        })
-    });
+    for (len, name) in [(60usize, "udp64"), (1514, "udp1514")] {
+        let (mut f, m) = udp_frame(len);
+        c.bench_function(&format!("rewrite/nat_{name}"), |b| {
+            b.iter(|| {
+                n ^= 1;
+                // Alternate backends so every iteration really changes the bytes.
+                let r =
+                    rewrite::nat_to_backend(black_box(&mut f), &m, backends[n], 5353, Some(&macs));
+                black_box(r.is_ok())
+            })
+        });
+        // Baseline in the same run: the same NAT with both checksums recomputed in full.
+        let (mut g, _) = udp_frame(len);
+        c.bench_function(&format!("baseline/nat_{name}_full_recompute"), |b| {
+            b.iter(|| {
+                n ^= 1;
+                let g = black_box(&mut g);
+                let IpAddr::V4(a) = backends[n] else { return };
+                g[30..34].copy_from_slice(&a.octets());
+                g[36..38].copy_from_slice(&5353u16.to_be_bytes());
+                g[0..6].copy_from_slice(&macs.dst);
+                g[6..12].copy_from_slice(&macs.src);
+                g[24..26].copy_from_slice(&[0, 0]);
+                let c = checksum(&g[14..34]);
+                g[24..26].copy_from_slice(&c.to_be_bytes());
+                g[40..42].copy_from_slice(&[0, 0]);
+                let src = Ipv4Addr::new(g[26], g[27], g[28], g[29]);
+                let ulen = (len - 34) as u16;
+                let c = fold(sum(&g[34..len], pseudo_v4(src, a, 17, ulen)));
+                g[40..42].copy_from_slice(&c.to_be_bytes());
+            })
+        });
+    }
 
     let (frame, m) = udp64();
     let mut buf = vec![0u8; 128 + frame.len()];
