@@ -170,48 +170,51 @@ fn fold_into(
     Ok(Some((c, n)))
 }
 
-/// Writes `new` (≤ 16 bytes, even length) at `off` and updates every checksum in `direct`
+/// Writes `new` (an even number of bytes) at `off` and updates every checksum in `direct`
 /// for the change. If `outer` is given (an enclosing ICMP checksum whose region contains the
 /// field and the `direct` checksums), it is updated for the field and for each changed
-/// checksum as well.
+/// checksum as well. Generic over the field size so each use compiles to fixed-size loads,
+/// stores and an unrolled RFC 1624 update (no memcpy/memcmp calls on the hot path).
 #[inline]
-fn patch(
+fn patch<const N: usize>(
     frame: &mut [u8],
     off: usize,
-    new: &[u8],
+    new: &[u8; N],
     direct: &[Sum],
     outer: Option<Sum>,
 ) -> Result<(), Error> {
-    let n = new.len().min(16);
-    let mut old = [0u8; 16];
-    let field = bytes_mut(frame, off, n)?;
-    old[..n].copy_from_slice(field);
-    if old[..n] == new[..n] {
+    let field = bytes_mut(frame, off, N)?;
+    let mut old = [0u8; N];
+    old.copy_from_slice(field);
+    if old == *new {
         return Ok(());
     }
-    field.copy_from_slice(&new[..n]);
+    field.copy_from_slice(new);
     for &s in direct {
-        if let Some((c, nc)) = fold_into(frame, s, &old[..n], &new[..n])?
+        if let Some((c, nc)) = fold_into(frame, s, &old, new)?
             && let Some(o) = outer
         {
             fold_into(frame, o, &c.to_be_bytes(), &nc.to_be_bytes())?;
         }
     }
     if let Some(o) = outer {
-        fold_into(frame, o, &old[..n], &new[..n])?;
+        fold_into(frame, o, &old, new)?;
     }
     Ok(())
 }
 
+/// [`patch`] for an address of either family.
 #[inline]
-fn addr_bytes(a: IpAddr) -> ([u8; 16], usize) {
-    let mut b = [0u8; 16];
-    match a {
-        IpAddr::V4(v) => {
-            b[..4].copy_from_slice(&v.octets());
-            (b, 4)
-        }
-        IpAddr::V6(v) => (v.octets(), 16),
+fn patch_addr(
+    frame: &mut [u8],
+    off: usize,
+    addr: IpAddr,
+    direct: &[Sum],
+    outer: Option<Sum>,
+) -> Result<(), Error> {
+    match addr {
+        IpAddr::V4(a) => patch(frame, off, &a.octets(), direct, outer),
+        IpAddr::V6(a) => patch(frame, off, &a.octets(), direct, outer),
     }
 }
 
@@ -306,7 +309,6 @@ fn rewrite_end(
     } else {
         None
     };
-    let (a, n) = addr_bytes(addr);
     let mut sums = [Sum {
         at: 0,
         kind: SumKind::Plain,
@@ -325,13 +327,7 @@ fn rewrite_end(
         sums[k] = s;
         k += 1;
     }
-    patch(
-        frame,
-        addr_off(meta.af, l3, side),
-        &a[..n],
-        &sums[..k],
-        None,
-    )?;
+    patch_addr(frame, addr_off(meta.af, l3, side), addr, &sums[..k], None)?;
     if transport && has_ports(meta.proto) {
         let off = l4
             + if side == Side::Src {
@@ -407,7 +403,6 @@ fn icmp_error(
     {
         return Err(Error::Truncated);
     }
-    let (a, n) = addr_bytes(addr);
     let icmp = Sum {
         at: l4 + ICMP_CHECKSUM,
         kind: SumKind::Plain,
@@ -445,10 +440,10 @@ fn icmp_error(
         sums[k] = s;
         k += 1;
     }
-    patch(
+    patch_addr(
         frame,
         addr_off(meta.af, ql3, inner),
-        &a[..n],
+        addr,
         &sums[..k],
         Some(icmp),
     )?;
@@ -475,7 +470,7 @@ fn icmp_error(
             },
             Af::V6 => icmp,
         };
-        patch(frame, addr_off(meta.af, l3, outer), &a[..n], &[sum], None)?;
+        patch_addr(frame, addr_off(meta.af, l3, outer), addr, &[sum], None)?;
     }
     Ok(())
 }
