@@ -19,6 +19,8 @@
 //! Addresses are hashed in their 16-byte form ([`addr16`]: IPv4 as v4-mapped IPv6), so one
 //! function serves both families and an IPv4 flow never equals an IPv6 one by accident of
 //! zero padding.
+//!
+//! Pure arithmetic on fixed-size arrays: no input can make these functions panic.
 
 use std::net::IpAddr;
 
@@ -95,7 +97,8 @@ pub fn directed(
 /// Symmetric hash of a 5-tuple: equal for both directions of a flow.
 #[inline]
 pub fn symmetric(seed: u64, proto: u8, a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> u32 {
-    let h = if (a, ap) <= (b, bp) {
+    // Big-endian u128 order is the bytes' lexicographic order, compared without a memcmp.
+    let h = if (u128::from_be_bytes(*a), ap) <= (u128::from_be_bytes(*b), bp) {
         hash_ordered(seed, proto, a, ap, b, bp)
     } else {
         hash_ordered(seed, proto, b, bp, a, ap)
