@@ -775,3 +775,44 @@ fn icmp_errors_hash_to_the_worker_of_their_flow() {
         );
     }
 }
+
+/// Inserts an 802.1Q tag (VLAN 42) and shifts the Meta offsets accordingly.
+fn with_vlan(f: &[u8], m: &Meta) -> (Vec<u8>, Meta) {
+    let mut g = f[..12].to_vec();
+    g.extend_from_slice(&[0x81, 0x00, 0x00, 42]);
+    g.extend_from_slice(&f[12..]);
+    let mut n = *m;
+    n.l3 += 4;
+    n.l4 += 4;
+    n.end += 4;
+    n.vlan = [42, 0];
+    (g, n)
+}
+
+#[test]
+fn vlan_tagged_nat_and_encap() {
+    for (client, vip, backend, proto) in all_cases() {
+        let plain = eth(&ip_packet(client, vip, proto, 40000, 53, b"tagged"));
+        let (mut f, m) = with_vlan(&plain, &meta_for_test_frame(&plain));
+        rewrite::nat_to_backend(&mut f, &m, backend, 5353, Some(&MACS)).unwrap();
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 42], "tag kept");
+        // Without the tag it is exactly the untagged NAT result.
+        let mut want = plain.clone();
+        let pm = meta_for_test_frame(&plain);
+        rewrite::nat_to_backend(&mut want, &pm, backend, 5353, Some(&MACS)).unwrap();
+        assert_eq!([&f[..12], &f[16..]].concat(), want);
+
+        let (tagged, m) = with_vlan(&plain, &pm);
+        let mut buf = vec![0u8; 128 + tagged.len()];
+        buf[128..].copy_from_slice(&tagged);
+        let o = outer(Tunnel::Ipip, true, 1500);
+        let (start, n) = encap::encap(&mut buf, 128, tagged.len(), &m, &o, 1).unwrap();
+        let out = &buf[start..start + n];
+        assert_eq!(
+            &out[12..18],
+            &[0x81, 0x00, 0x00, 42, 0x86, 0xdd],
+            "tag kept, outer ethertype"
+        );
+        assert_eq!(&out[18 + 40..], &tagged[18..], "inner packet untouched");
+    }
+}
