@@ -6,6 +6,7 @@ pub mod carp;
 pub mod config;
 pub mod counters;
 pub mod ctl;
+pub mod dataplane;
 pub mod pfsync;
 pub mod phy;
 pub mod replay;
