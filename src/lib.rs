@@ -3,7 +3,10 @@
 #![deny(unsafe_code)]
 
 pub mod counters;
+pub mod lab;
 pub mod phy;
 pub mod replay;
 pub mod synth;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod wire;

@@ -1,0 +1,15 @@
+//! The only place in carpio with `unsafe` code (DESIGN.md, style rule 4): syscalls, mmap'ed
+//! rings, UMEM, BPF loading. Every `unsafe fn` has a `# Safety` section and every `unsafe` block
+//! a `SAFETY:` comment; everything exported from here is a safe API.
+//!
+//! - [`netns`]: enter a network namespace on the current thread (setns(2)).
+//! - [`bpf`]: the XDP program's map layouts, mirrored from `bpf/abi.h`.
+//! - [`xdp`]: load `carpio_xdp.o` with aya, attach it (native, else generic), fill its maps.
+//! - [`afxdp`]: AF_XDP sockets over libc: UMEM, fill/completion/RX/TX rings.
+//! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
+
+pub mod afxdp;
+pub mod bpf;
+pub mod netns;
+pub mod rlimit;
+pub mod xdp;
