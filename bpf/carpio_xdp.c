@@ -232,10 +232,12 @@ int carpio_xdp(struct xdp_md *ctx)
 		if (nh == IPPROTO_ICMPV6) {
 			/* NS: type(1) code(1) cksum(2) reserved(4) target(16) (RFC 4861 4.3). */
 			__u8 *icmp = l4;
-			if ((void *)(icmp + 24) > end)
+			if ((void *)(icmp + 1) > end)
 				return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
 			if (icmp[0] == ND_NEIGHBOR_SOLICIT) {
 				__u8 target[16];
+				if ((void *)(icmp + 24) > end)
+					return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
 				__builtin_memcpy(target, icmp + 8, 16);
 				if (is_vip(target))
 					return steer(ctx, CARPIO_STAT_REDIRECT_ND);

@@ -1,0 +1,377 @@
+//! Kernel-bypass I/O in a two-namespace veth lab (root only; skipped with a note otherwise).
+//!
+//! ```text
+//!   cio-<pid>-<tag>-snd                      cio-<pid>-<tag>-lb
+//!   snd0 198.18.0.1/24  <── veth ──>  lb0 198.18.0.2/24   (+ XDP program, AF_XDP socket on queue 0)
+//!   VIP 198.18.0.100 udp/9000 is a virtual service; nothing has it configured as an address.
+//! ```
+//!
+//! The sender sends N UDP frames to the VIP service and M to a real UDP socket on lb0; exactly
+//! the N must come out of the AF_XDP socket and the M out of the kernel socket; ping still
+//! works; frames transmitted through the AF_XDP socket arrive at a UDP socket on the sender;
+//! after drop, `ip link` shows no XDP program. Every loop is bounded in count and time; the
+//! Lab deletes its namespaces on drop, also when an assertion fails.
+//!
+//! All tests take one global lock: they share the machine's two cores and would otherwise
+//! perturb each other's timing-bounded loops.
+
+use carpio::lab::{Lab, VethConfig};
+use carpio::sys::afxdp::{Socket, SocketConfig};
+use carpio::sys::bpf::{SvcKey, VipKey, XdpStat};
+use carpio::sys::xdp::{self, AttachMode, Program};
+use carpio::wire::checksum;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SND_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP_PORT: u16 = 9000;
+const OTHER_PORT: u16 = 9001;
+const REAL_PORT: u16 = 7000;
+const REPLY_PORT: u16 = 5555;
+const N_VIP: usize = 200;
+const N_OTHER: usize = 30;
+const N_REAL: usize = 50;
+const N_TX: usize = 64;
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// target/bpf/carpio_xdp.o, built with `make bpf` if missing.
+fn bpf_object() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let obj = root.join("target/bpf/carpio_xdp.o");
+    if !obj.is_file() {
+        let st = std::process::Command::new("make")
+            .arg("-C")
+            .arg(&root)
+            .arg("bpf")
+            .status()
+            .expect("run make bpf");
+        assert!(st.success(), "make bpf failed");
+    }
+    xdp::find_object(Some(&obj)).expect("carpio_xdp.o")
+}
+
+struct Topo {
+    lab: Lab,
+    snd_mac: [u8; 6],
+    lb_mac: [u8; 6],
+}
+
+fn topo(tag: &str) -> Topo {
+    let mut lab = Lab::new(tag).expect("lab");
+    lab.ns("snd").expect("ns snd");
+    lab.ns("lb").expect("ns lb");
+    lab.veth(&VethConfig::new("snd", "snd0", "lb", "lb0"))
+        .expect("veth");
+    lab.addr("snd", "snd0", "198.18.0.1/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.0.2/24").unwrap();
+    let snd_mac = lab.mac("snd", "snd0").unwrap();
+    let lb_mac = lab.mac("lb", "lb0").unwrap();
+    // Static neighbours: the XDP program steals ARP for the VIP, and nobody owns it.
+    lab.neigh("snd", "snd0", LB_IP, lb_mac).unwrap();
+    lab.neigh("snd", "snd0", VIP, lb_mac).unwrap();
+    lab.neigh("lb", "lb0", SND_IP, snd_mac).unwrap();
+    Topo {
+        lab,
+        snd_mac,
+        lb_mac,
+    }
+}
+
+/// Ethernet + IPv4 + UDP frame with valid checksums.
+fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let ip_len = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + ip_len);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
+    let c = checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&src.1.to_be_bytes());
+    udp.extend_from_slice(&dst.1.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let acc = checksum::pseudo_v4(src.0, dst.0, 17, udp_len as u16);
+    let c = checksum::udp_nonzero(checksum::fold(checksum::sum(&udp, acc)));
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// (dst ip, dst port, payload) of an untagged IPv4/UDP frame, if it is one.
+fn parse_udp(f: &[u8]) -> Option<(Ipv4Addr, u16, &[u8])> {
+    if f.get(12..14)? != [0x08, 0x00] || *f.get(23)? != 17 {
+        return None;
+    }
+    let ihl = usize::from(f.get(14)? & 0x0f) * 4;
+    let dst = Ipv4Addr::new(*f.get(30)?, *f.get(31)?, *f.get(32)?, *f.get(33)?);
+    let udp = f.get(14 + ihl..)?;
+    let dport = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    Some((dst, dport, udp.get(8..)?))
+}
+
+#[derive(Debug, Default)]
+struct LbResult {
+    mode: Option<AttachMode>,
+    xsk_seqs: Vec<u32>,
+    xsk_other: usize,
+    kernel_real: usize,
+    stats: [u64; XdpStat::COUNT],
+    link_attached: String,
+}
+
+/// Rendezvous of the two namespace threads. If the peer died (panicked), its sender is gone
+/// and this fails at once instead of hanging the test.
+fn meet(tx: &Sender<()>, rx: &Receiver<()>) {
+    let _ = tx.send(());
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("peer thread alive");
+}
+
+/// The whole scenario for one attach mode.
+fn run_afxdp(tag: &str, mode: AttachMode) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let obj = bpf_object();
+    let t = topo(tag);
+    let lab = &t.lab;
+    let (lb_tx, snd_rx_ch) = channel();
+    let (snd_tx, lb_rx_ch) = channel();
+    let obj = &obj;
+    let (lb_mac, snd_mac) = (t.lb_mac, t.snd_mac);
+
+    let (lb, snd_rx) = std::thread::scope(|s| {
+        let lb = s.spawn(move || {
+            lab.run_in("lb", move || {
+                let meet = || meet(&lb_tx, &lb_rx_ch);
+                let mut r = LbResult::default();
+                let mut prog = Program::load(obj, "lb0", mode).expect("load + attach XDP");
+                r.mode = Some(prog.mode());
+                let mut sock = Socket::new("lb0", 0, &SocketConfig::default()).expect("xsk");
+                prog.register_xsk(0, &sock).expect("xskmap");
+                prog.insert_service(SvcKey::new(IpAddr::V4(VIP), 17, VIP_PORT), None)
+                    .unwrap();
+                prog.insert_vip(VipKey::new(IpAddr::V4(VIP))).unwrap();
+                let real = UdpSocket::bind((LB_IP, REAL_PORT)).unwrap();
+                real.set_nonblocking(true).unwrap();
+                r.link_attached = lab.link_show("lb", "lb0").unwrap();
+                meet(); // ready
+                meet(); // sent
+                // Drain until every VIP frame arrived or the deadline passed.
+                let end = Instant::now() + DEADLINE;
+                let mut buf = [0u8; 2048];
+                while Instant::now() < end && (r.xsk_seqs.len() < N_VIP || r.kernel_real < N_REAL) {
+                    let _ = sock.wait_rx(Duration::from_millis(20));
+                    let b = sock.rx(64);
+                    for f in b.iter() {
+                        match parse_udp(f) {
+                            Some((d, p, pl)) if d == VIP && p == VIP_PORT => {
+                                let seq = pl
+                                    .get(0..4)
+                                    .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+                                r.xsk_seqs.push(seq.unwrap_or(u32::MAX));
+                            }
+                            _ => r.xsk_other += 1,
+                        }
+                    }
+                    drop(b);
+                    while real.recv_from(&mut buf).is_ok() {
+                        r.kernel_real += 1;
+                    }
+                }
+                // Give stray frames a moment to show up, so "exactly" means exactly.
+                std::thread::sleep(Duration::from_millis(100));
+                let b = sock.rx(64);
+                r.xsk_other += b.iter().count();
+                drop(b);
+                // Transmit replies through the AF_XDP socket.
+                let mut queued = 0;
+                let end = Instant::now() + DEADLINE;
+                while queued < N_TX && Instant::now() < end {
+                    let mut tx = sock.tx(16);
+                    while queued < N_TX && tx.remaining() > 0 {
+                        let f = udp_frame(
+                            lb_mac,
+                            snd_mac,
+                            (VIP, VIP_PORT),
+                            (SND_IP, REPLY_PORT),
+                            &(queued as u32).to_be_bytes(),
+                        );
+                        if !tx.push(&f) {
+                            break;
+                        }
+                        queued += 1;
+                    }
+                    drop(tx);
+                    sock.complete();
+                }
+                meet(); // tx done
+                r.stats = prog.stats().unwrap();
+                r
+            })
+            .expect("lb thread")
+        });
+        let snd = s.spawn(move || {
+            lab.run_in("snd", move || {
+                let meet = || meet(&snd_tx, &snd_rx_ch);
+                let us = UdpSocket::bind((SND_IP, 0)).unwrap();
+                let reply = UdpSocket::bind((SND_IP, REPLY_PORT)).unwrap();
+                reply
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                meet(); // ready
+                for i in 0..N_VIP as u32 {
+                    us.send_to(&i.to_be_bytes(), (VIP, VIP_PORT)).unwrap();
+                }
+                for i in 0..N_OTHER as u32 {
+                    us.send_to(&i.to_be_bytes(), (VIP, OTHER_PORT)).unwrap();
+                }
+                for i in 0..N_REAL as u32 {
+                    us.send_to(&i.to_be_bytes(), (LB_IP, REAL_PORT)).unwrap();
+                }
+                meet(); // sent
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64];
+                let end = Instant::now() + DEADLINE;
+                while got.len() < N_TX && Instant::now() < end {
+                    if let Ok((n, from)) = reply.recv_from(&mut buf)
+                        && n == 4
+                        && from == SocketAddr::from((VIP, VIP_PORT))
+                    {
+                        got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                    }
+                }
+                meet(); // tx done
+                got
+            })
+            .expect("snd thread")
+        });
+        (lb.join().expect("lb"), snd.join().expect("snd"))
+    });
+
+    let mut seqs = lb.xsk_seqs.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        lb.xsk_seqs.len(),
+        N_VIP,
+        "VIP frames through AF_XDP: {lb:?}"
+    );
+    assert_eq!(seqs, (0..N_VIP as u32).collect::<Vec<_>>());
+    assert_eq!(lb.xsk_other, 0, "non-VIP frames must not reach AF_XDP");
+    assert_eq!(
+        lb.kernel_real, N_REAL,
+        "non-VIP traffic still reaches the kernel"
+    );
+    assert_eq!(lb.stats[XdpStat::RedirectService.index()], N_VIP as u64);
+    assert_eq!(lb.stats[XdpStat::PassNoXsk.index()], 0);
+    assert!(lb.stats[XdpStat::PassNoMatch.index()] >= (N_OTHER + N_REAL) as u64);
+    let want = match mode {
+        AttachMode::Generic => "xdpgeneric",
+        _ => "xdp",
+    };
+    assert!(
+        lb.link_attached.contains(want),
+        "ip link shows {want}: {}",
+        lb.link_attached
+    );
+    if mode != AttachMode::Auto {
+        assert_eq!(lb.mode, Some(mode));
+    }
+    let mut rx = snd_rx;
+    rx.sort_unstable();
+    assert_eq!(
+        rx,
+        (0..N_TX as u32).collect::<Vec<_>>(),
+        "AF_XDP TX arrives"
+    );
+
+    // Kernel path still works with the program gone, and before: ping through XDP_PASS.
+    lab.exec("snd", &["ping", "-c", "1", "-W", "2", "198.18.0.2"])
+        .expect("ping passes the XDP program");
+    let after = lab.link_show("lb", "lb0").unwrap();
+    assert!(!after.contains(" xdp"), "XDP detached after drop: {after}");
+}
+
+#[test]
+fn afxdp_native_vip_only_and_tx() {
+    run_afxdp("xdpdrv", AttachMode::Native);
+}
+
+#[test]
+fn afxdp_generic_vip_only_and_tx() {
+    run_afxdp("xdpgen", AttachMode::Generic);
+}
+
+#[test]
+fn lab_refuses_foreign_addresses_and_cleans_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let full;
+    {
+        let mut lab = Lab::new("cleanup").unwrap();
+        full = lab.ns("a").unwrap();
+        lab.ns("b").unwrap();
+        lab.veth(&VethConfig::new("a", "a0", "b", "b0")).unwrap();
+        assert!(lab.addr("a", "a0", "10.0.0.1/24").is_err());
+        assert!(lab.addr("a", "a0", "198.18.9.1/24").is_ok());
+        let pid = lab.spawn("a", &["sleep", "30"]).unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let ns_of_thread = lab
+            .run_in("a", || {
+                std::fs::read_link("/proc/thread-self/ns/net")
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .unwrap();
+        let ns_of_main = std::fs::read_link("/proc/thread-self/ns/net")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert_ne!(ns_of_thread, ns_of_main, "run_in enters the namespace");
+        // Dropping the lab kills the child and removes both namespaces.
+        drop(lab);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z"), "child killed");
+    }
+    assert!(!std::path::Path::new("/run/netns").join(&full).exists());
+}
