@@ -6,10 +6,16 @@
 //! - [`bpf`]: the XDP program's map layouts, mirrored from `bpf/abi.h`.
 //! - [`xdp`]: load `carpio_xdp.o` with aya, attach it (native, else generic), fill its maps.
 //! - [`afxdp`]: AF_XDP sockets over libc: UMEM, fill/completion/RX/TX rings.
+//! - [`afpacket`]: TPACKET_V3 receive ring in a fanout group, sendmmsg transmit.
+//! - [`cbpf`]: classic BPF filter compiled from the virtual services (safe code).
+//! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
 
+pub mod afpacket;
 pub mod afxdp;
 pub mod bpf;
+pub mod cbpf;
 pub mod netns;
+pub mod nft;
 pub mod rlimit;
 pub mod xdp;
