@@ -182,7 +182,7 @@ impl Ring {
     pub fn new(ifname: &str, filter: &[Insn], cfg: &RingConfig) -> io::Result<Self> {
         let page = 4096u32;
         if cfg.block_size == 0
-            || cfg.block_size % page != 0
+            || !cfg.block_size.is_multiple_of(page)
             || cfg.block_nr == 0
             || cfg.frame_size < 128
             || cfg.frame_size > cfg.block_size
