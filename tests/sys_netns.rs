@@ -375,3 +375,181 @@ fn lab_refuses_foreign_addresses_and_cleans_up() {
     }
     assert!(!std::path::Path::new("/run/netns").join(&full).exists());
 }
+
+const FLOWS: usize = 32;
+
+#[test]
+fn afpacket_cbpf_fanout_and_netdev_drop() {
+    use carpio::sys::afpacket::{Ring, RingConfig, Sender};
+    use carpio::sys::cbpf::{self, FilterConfig, Service};
+    use carpio::sys::nft::IngressDrop;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = topo("afpkt");
+    let lab = &t.lab;
+    let svc = Service {
+        addr: IpAddr::V4(LB_IP),
+        proto: 17,
+        ports: Some((VIP_PORT, VIP_PORT)),
+    };
+    let filter = cbpf::compile(&FilterConfig {
+        services: vec![svc],
+        ..Default::default()
+    })
+    .unwrap();
+    let lb_ns = lab.ns_name("lb");
+    let nft = IngressDrop::install(Some(&lb_ns), "carpio_test", "lb0", &[svc], &[]).unwrap();
+    let (lb_tx, snd_rx_ch) = channel();
+    let (snd_tx, lb_rx_ch) = channel();
+    let (lb_mac, snd_mac) = (t.lb_mac, t.snd_mac);
+
+    let (lb, snd) = std::thread::scope(|s| {
+        let lb = s.spawn(move || {
+            lab.run_in("lb", move || {
+                let meet = || meet(&lb_tx, &lb_rx_ch);
+                let cfg = RingConfig {
+                    block_size: 1 << 16,
+                    block_nr: 8,
+                    fanout_group: Some(0x4242),
+                    ..RingConfig::default()
+                };
+                let mut rings = [
+                    Ring::new("lb0", &filter, &cfg).expect("ring 0"),
+                    Ring::new("lb0", &filter, &cfg).expect("ring 1"),
+                ];
+                let svc_sock = UdpSocket::bind((LB_IP, VIP_PORT)).unwrap();
+                svc_sock.set_nonblocking(true).unwrap();
+                let real = UdpSocket::bind((LB_IP, REAL_PORT)).unwrap();
+                real.set_nonblocking(true).unwrap();
+                meet(); // ready
+                meet(); // sent
+                let mut per_ring = [0usize; 2];
+                let mut seqs = Vec::new();
+                let mut other = 0usize;
+                let (mut kernel_svc, mut kernel_real) = (0usize, 0usize);
+                let mut buf = [0u8; 64];
+                let end = Instant::now() + DEADLINE;
+                while Instant::now() < end && (seqs.len() < N_VIP || kernel_real < N_REAL) {
+                    let _ = rings[0].wait(Duration::from_millis(10));
+                    for (i, r) in rings.iter_mut().enumerate() {
+                        per_ring[i] += r.recv_with(64, |f, _ts| {
+                            match parse_udp(f) {
+                                Some((d, p, pl)) if d == LB_IP && p == VIP_PORT => {
+                                    let seq = pl
+                                        .get(0..4)
+                                        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+                                    seqs.push(seq.unwrap_or(u32::MAX));
+                                }
+                                _ => other += 1,
+                            }
+                            true
+                        });
+                    }
+                    while real.recv_from(&mut buf).is_ok() {
+                        kernel_real += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                for r in rings.iter_mut() {
+                    other += r.recv_with(64, |_, _| true);
+                }
+                while svc_sock.recv_from(&mut buf).is_ok() {
+                    kernel_svc += 1;
+                }
+                // Transmit replies with sendmmsg.
+                let tx = Sender::new("lb0").unwrap();
+                let frames: Vec<Vec<u8>> = (0..N_TX as u32)
+                    .map(|i| {
+                        udp_frame(
+                            lb_mac,
+                            snd_mac,
+                            (LB_IP, VIP_PORT),
+                            (SND_IP, REPLY_PORT),
+                            &i.to_be_bytes(),
+                        )
+                    })
+                    .collect();
+                let mut sent = 0;
+                let end = Instant::now() + DEADLINE;
+                while sent < frames.len() && Instant::now() < end {
+                    let chunk = frames[sent..].iter().map(|f| f.as_slice());
+                    sent += tx.send(chunk).unwrap();
+                }
+                meet(); // tx done
+                (per_ring, seqs, other, kernel_svc, kernel_real)
+            })
+            .expect("lb thread")
+        });
+        let snd = s.spawn(move || {
+            lab.run_in("snd", move || {
+                let meet = || meet(&snd_tx, &snd_rx_ch);
+                let flows: Vec<UdpSocket> = (0..FLOWS)
+                    .map(|_| UdpSocket::bind((SND_IP, 0)).unwrap())
+                    .collect();
+                let reply = UdpSocket::bind((SND_IP, REPLY_PORT)).unwrap();
+                reply
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                meet(); // ready
+                for i in 0..N_VIP as u32 {
+                    let us = &flows[i as usize % FLOWS];
+                    us.send_to(&i.to_be_bytes(), (LB_IP, VIP_PORT)).unwrap();
+                }
+                for i in 0..N_REAL as u32 {
+                    flows[0]
+                        .send_to(&i.to_be_bytes(), (LB_IP, REAL_PORT))
+                        .unwrap();
+                }
+                meet(); // sent
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64];
+                let end = Instant::now() + DEADLINE;
+                while got.len() < N_TX && Instant::now() < end {
+                    if let Ok((n, from)) = reply.recv_from(&mut buf)
+                        && n == 4
+                        && from == SocketAddr::from((LB_IP, VIP_PORT))
+                    {
+                        got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                    }
+                }
+                meet(); // tx done
+                got
+            })
+            .expect("snd thread")
+        });
+        (lb.join().expect("lb"), snd.join().expect("snd"))
+    });
+    let (per_ring, mut seqs, other, kernel_svc, kernel_real) = lb;
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..N_VIP as u32).collect::<Vec<_>>(),
+        "split {per_ring:?}"
+    );
+    assert_eq!(other, 0, "the cBPF filter lets only the service through");
+    assert!(
+        per_ring[0] > 0 && per_ring[1] > 0,
+        "fanout used both: {per_ring:?}"
+    );
+    assert_eq!(
+        kernel_svc, 0,
+        "netdev ingress drop hides the service from the stack"
+    );
+    assert_eq!(kernel_real, N_REAL, "other traffic still reaches the stack");
+    let mut snd = snd;
+    snd.sort_unstable();
+    assert_eq!(
+        snd,
+        (0..N_TX as u32).collect::<Vec<_>>(),
+        "sendmmsg TX arrives"
+    );
+    lab.exec("snd", &["ping", "-c", "1", "-W", "2", "198.18.0.2"])
+        .expect("ping");
+    nft.remove().unwrap();
+    let out = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("carpio_test"));
+}
