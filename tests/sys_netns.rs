@@ -15,7 +15,9 @@
 //! All tests take one global lock: they share the machine's two cores and would otherwise
 //! perturb each other's timing-bounded loops.
 
+use carpio::counters::Counters;
 use carpio::lab::{Lab, VethConfig};
+use carpio::phy::{Batch, Device, Verdict};
 use carpio::sys::afxdp::{Socket, SocketConfig};
 use carpio::sys::bpf::{SvcKey, VipKey, XdpStat};
 use carpio::sys::xdp::{self, AttachMode, Program};
@@ -552,4 +554,170 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
     nft.remove().unwrap();
     let out = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("carpio_test"));
+}
+
+/// The reply to a UDP request to VIP:VIP_PORT: addresses and ports swapped, same payload.
+fn reply_for(f: &[u8], lb_mac: [u8; 6], snd_mac: [u8; 6]) -> Option<Vec<u8>> {
+    let (dst, dport, payload) = parse_udp(f)?;
+    if dst != VIP || dport != VIP_PORT {
+        return None;
+    }
+    let src = Ipv4Addr::new(*f.get(26)?, *f.get(27)?, *f.get(28)?, *f.get(29)?);
+    let ihl = usize::from(f.get(14)? & 0x0f) * 4;
+    let sport = u16::from_be_bytes([*f.get(14 + ihl)?, *f.get(15 + ihl)?]);
+    Some(udp_frame(
+        lb_mac,
+        snd_mac,
+        (VIP, VIP_PORT),
+        (src, sport),
+        payload,
+    ))
+}
+
+type Setup = Box<dyn FnOnce() -> (Box<dyn Device>, Box<dyn std::any::Any>) + Send>;
+
+/// Echo through a `phy::Device`: the sender's N requests to the VIP come back as N replies.
+fn device_echo(tag: &str, setup: impl FnOnce(&Topo) -> Setup) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = topo(tag);
+    let setup = setup(&t);
+    let lab = &t.lab;
+    let (lb_tx, snd_rx_ch) = channel();
+    let (snd_tx, lb_rx_ch) = channel();
+    let (lb_mac, snd_mac) = (t.lb_mac, t.snd_mac);
+    let (echoed, got) = std::thread::scope(|s| {
+        let lb = s.spawn(move || {
+            lab.run_in("lb", move || {
+                let meet = || meet(&lb_tx, &lb_rx_ch);
+                let (mut dev, _keep) = setup();
+                let mut batch = Batch::new(32);
+                let mut drops = Counters::default();
+                meet(); // ready
+                let mut echoed = 0;
+                let end = Instant::now() + DEADLINE;
+                while echoed < N_VIP && Instant::now() < end {
+                    if dev.recv(&mut batch, &mut drops).unwrap() == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    for p in batch.as_mut_slice() {
+                        match reply_for(p.data(), lb_mac, snd_mac) {
+                            Some(r) => {
+                                p.fill(&r, p.ts_ns, p.link);
+                                p.verdict = Verdict::Tx;
+                            }
+                            None => p.verdict = Verdict::Pass,
+                        }
+                    }
+                    echoed += dev.send(&batch).unwrap();
+                }
+                meet(); // done
+                echoed
+            })
+            .expect("lb thread")
+        });
+        let snd = s.spawn(move || {
+            lab.run_in("snd", move || {
+                let meet = || meet(&snd_tx, &snd_rx_ch);
+                let us = UdpSocket::bind((SND_IP, 0)).unwrap();
+                us.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                meet(); // ready
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64];
+                let end = Instant::now() + DEADLINE;
+                // Paced in rounds of 20 so no device's queue overflows.
+                for round in 0..(N_VIP / 20) as u32 {
+                    for i in round * 20..round * 20 + 20 {
+                        us.send_to(&i.to_be_bytes(), (VIP, VIP_PORT)).unwrap();
+                    }
+                    while got.len() < (round as usize + 1) * 20 && Instant::now() < end {
+                        if let Ok((4, from)) = us.recv_from(&mut buf)
+                            && from == SocketAddr::from((VIP, VIP_PORT))
+                        {
+                            got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                        }
+                    }
+                }
+                meet(); // done
+                got
+            })
+            .expect("snd thread")
+        });
+        (lb.join().expect("lb"), snd.join().expect("snd"))
+    });
+    let mut got = got;
+    got.sort_unstable();
+    assert_eq!(echoed, N_VIP, "{tag}: replies sent");
+    assert_eq!(
+        got,
+        (0..N_VIP as u32).collect::<Vec<_>>(),
+        "{tag}: replies received"
+    );
+}
+
+#[test]
+fn phy_afxdp_echo() {
+    device_echo("phyxdp", |_| {
+        let obj = bpf_object();
+        Box::new(move || {
+            let mut prog = Program::load(&obj, "lb0", AttachMode::Auto).expect("xdp");
+            let port =
+                carpio::phy::afxdp::Port::new("lb0", 0, &SocketConfig::default()).expect("xsk");
+            prog.register_xsk(0, &port).unwrap();
+            prog.insert_service(SvcKey::new(IpAddr::V4(VIP), 17, VIP_PORT), None)
+                .unwrap();
+            (
+                Box::new(port) as Box<dyn Device>,
+                Box::new(prog) as Box<dyn std::any::Any>,
+            )
+        })
+    });
+}
+
+#[test]
+fn phy_afpacket_echo() {
+    use carpio::sys::afpacket::RingConfig;
+    use carpio::sys::cbpf::{self, FilterConfig, Service};
+    device_echo("phypkt", |_| {
+        let filter = cbpf::compile(&FilterConfig {
+            services: vec![Service {
+                addr: IpAddr::V4(VIP),
+                proto: 17,
+                ports: Some((VIP_PORT, VIP_PORT)),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        Box::new(move || {
+            let cfg = RingConfig {
+                block_size: 1 << 16,
+                block_nr: 4,
+                retire_ms: 2,
+                ..RingConfig::default()
+            };
+            let port = carpio::phy::afpacket::Port::new("lb0", &filter, &cfg).expect("ring");
+            (
+                Box::new(port) as Box<dyn Device>,
+                Box::new(()) as Box<dyn std::any::Any>,
+            )
+        })
+    });
+}
+
+#[test]
+fn phy_pnet_echo() {
+    device_echo("phypnet", |_| {
+        Box::new(move || {
+            let port = carpio::phy::pnet::Port::new("lb0", Duration::from_millis(5)).expect("pnet");
+            (
+                Box::new(port) as Box<dyn Device>,
+                Box::new(()) as Box<dyn std::any::Any>,
+            )
+        })
+    });
 }
