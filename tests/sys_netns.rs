@@ -992,3 +992,97 @@ fn xdp_steers_each_kind_by_rule() {
         "XSK received exactly the redirected frames"
     );
 }
+
+/// One socket per RX queue: on a 2-queue veth in native mode, frames sent by an AF_PACKET
+/// socket pinned to CPU i leave on TX queue i and arrive on the peer's RX queue i
+/// (feasibility.md §3), so each queue's socket gets exactly its sender's frames.
+#[test]
+fn afxdp_one_socket_per_queue() {
+    use carpio::sys::afpacket::Sender;
+    use carpio::sys::cpu;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() || cpu::available() < 2 {
+        eprintln!("skipped: needs root and 2 CPUs");
+        return;
+    }
+    const PER_QUEUE: usize = 100;
+    let obj = bpf_object();
+    let mut lab = Lab::new("xdpmq").unwrap();
+    lab.ns("snd").unwrap();
+    lab.ns("lb").unwrap();
+    let mut v = VethConfig::new("snd", "snd0", "lb", "lb0");
+    v.queues = 2;
+    lab.veth(&v).unwrap();
+    let lb_mac = lab.mac("lb", "lb0").unwrap();
+    let snd_mac = lab.mac("snd", "snd0").unwrap();
+    let lab = &lab;
+    let (lb_tx, snd_rx_ch) = channel();
+    let (snd_tx, lb_rx_ch) = channel();
+    let per_queue = std::thread::scope(|sc| {
+        let lb = sc.spawn(move || {
+            lab.run_in("lb", move || {
+                let meet = || meet(&lb_tx, &lb_rx_ch);
+                let mut prog = Program::load(&obj, "lb0", AttachMode::Native).expect("xdp");
+                let mut socks = [
+                    Socket::new("lb0", 0, &SocketConfig::default()).expect("xsk q0"),
+                    Socket::new("lb0", 1, &SocketConfig::default()).expect("xsk q1"),
+                ];
+                for (q, s) in socks.iter().enumerate() {
+                    prog.register_xsk(q as u32, s).unwrap();
+                }
+                prog.insert_service(SvcKey::new(IpAddr::V4(VIP), 17, VIP_PORT), None)
+                    .unwrap();
+                meet(); // ready
+                meet(); // sent
+                let mut n = [0usize; 2];
+                let end = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < end && n.iter().sum::<usize>() < 2 * PER_QUEUE {
+                    for (q, s) in socks.iter_mut().enumerate() {
+                        n[q] += s.rx(64).iter().filter(|f| parse_udp(f).is_some()).count();
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                for (q, s) in socks.iter_mut().enumerate() {
+                    n[q] += s.rx(64).len();
+                }
+                n
+            })
+            .expect("lb thread")
+        });
+        sc.spawn(move || {
+            let meet = || meet(&snd_tx, &snd_rx_ch);
+            meet(); // ready
+            std::thread::scope(|inner| {
+                for cpu_i in 0..2usize {
+                    inner.spawn(move || {
+                        lab.run_in("snd", move || {
+                            cpu::pin_current_thread(cpu_i).unwrap();
+                            let tx = Sender::new("snd0").unwrap();
+                            for i in 0..PER_QUEUE as u32 {
+                                let f = udp_frame(
+                                    snd_mac,
+                                    lb_mac,
+                                    (SND_IP, 1000 + cpu_i as u16),
+                                    (VIP, VIP_PORT),
+                                    &i.to_be_bytes(),
+                                );
+                                for _ in 0..100 {
+                                    if tx.send([f.as_slice()]).unwrap() == 1 {
+                                        break;
+                                    }
+                                    std::thread::sleep(Duration::from_millis(1));
+                                }
+                            }
+                        })
+                        .expect("sender thread");
+                    });
+                }
+            });
+            meet(); // sent
+        });
+        lb.join().expect("lb")
+    });
+    assert_eq!(per_queue, [PER_QUEUE, PER_QUEUE], "frames per RX queue");
+}

@@ -94,3 +94,16 @@ impl Device for Port {
         Ok(sent)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each worker thread owns its ports: they must be movable to it.
+    #[test]
+    fn ports_are_send() {
+        fn send<T: Send>() {}
+        send::<super::Port>();
+        send::<crate::phy::afpacket::Port>();
+        send::<crate::phy::pnet::Port>();
+        send::<crate::sys::xdp::Program>();
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`afxdp`]: AF_XDP sockets over libc: UMEM, fill/completion/RX/TX rings.
 //! - [`afpacket`]: TPACKET_V3 receive ring in a fanout group, sendmmsg transmit.
 //! - [`cbpf`]: classic BPF filter compiled from the virtual services (safe code).
+//! - [`cpu`]: pin the calling thread to a CPU.
 //! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
 
@@ -15,6 +16,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod bpf;
 pub mod cbpf;
+pub mod cpu;
 pub mod netns;
 pub mod nft;
 pub mod rlimit;
