@@ -1086,3 +1086,59 @@ fn afxdp_one_socket_per_queue() {
     });
     assert_eq!(per_queue, [PER_QUEUE, PER_QUEUE], "frames per RX queue");
 }
+
+/// veth has no zero-copy (feasibility.md §3): requiring it fails, `Auto` falls back to copy.
+#[test]
+fn afxdp_zero_copy_falls_back_to_copy_on_veth() {
+    use carpio::sys::afxdp::ZeroCopy;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let obj = bpf_object();
+    let t = topo("xdpzc");
+    let (req, auto) = t
+        .lab
+        .run_in("lb", || {
+            let _prog = Program::load(&obj, "lb0", AttachMode::Native).expect("xdp");
+            let require = SocketConfig {
+                zero_copy: ZeroCopy::Require,
+                ..SocketConfig::default()
+            };
+            let req = Socket::new("lb0", 0, &require).map(|_| ());
+            let auto = Socket::new("lb0", 0, &SocketConfig::default()).map(|s| s.zero_copy());
+            (req, auto)
+        })
+        .unwrap();
+    assert!(req.is_err(), "zero-copy on veth: {req:?}");
+    assert!(!auto.unwrap(), "Auto binds in copy mode on veth");
+}
+
+/// A bridge namespace joining three hosts: the topology CARP/pfsync scenarios use.
+#[test]
+fn lab_bridge_connects_three_namespaces() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut lab = Lab::new("bridge").unwrap();
+    lab.ns("sw").unwrap();
+    for (i, h) in ["a", "b", "c"].iter().enumerate() {
+        lab.ns(h).unwrap();
+        let port = format!("sw-{h}");
+        lab.veth(&VethConfig::new(h, "eth0", "sw", &port)).unwrap();
+        lab.addr(h, "eth0", &format!("198.18.3.{}/24", i + 1))
+            .unwrap();
+    }
+    lab.bridge("sw", "br0", &["sw-a", "sw-b", "sw-c"]).unwrap();
+    for dst in ["198.18.3.2", "198.18.3.3"] {
+        lab.exec("a", &["ping", "-c", "1", "-W", "2", dst])
+            .unwrap_or_else(|e| panic!("ping {dst}: {e}"));
+    }
+    // The switch only bridges: it has no lab address of its own.
+    let out = lab.ip("sw", &["-4", "-o", "addr"]).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("198.18."));
+}
