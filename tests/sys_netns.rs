@@ -398,8 +398,15 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
         proto: 17,
         ports: Some((VIP_PORT, VIP_PORT)),
     };
+    // The second service matches the replies lb sends itself: outgoing frames must not be
+    // delivered to the ring (PACKET_IGNORE_OUTGOING).
+    let outgoing = Service {
+        addr: IpAddr::V4(SND_IP),
+        proto: 17,
+        ports: Some((REPLY_PORT, REPLY_PORT)),
+    };
     let filter = cbpf::compile(&FilterConfig {
-        services: vec![svc],
+        services: vec![svc, outgoing],
         ..Default::default()
     })
     .unwrap();
@@ -428,6 +435,11 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
                 let real = UdpSocket::bind((LB_IP, REAL_PORT)).unwrap();
                 real.set_nonblocking(true).unwrap();
                 meet(); // ready
+                // Outgoing through the stack, matching the filter: must not show up.
+                for i in 0..N_OTHER as u32 {
+                    real.send_to(&(u32::MAX - i).to_be_bytes(), (SND_IP, REPLY_PORT))
+                        .unwrap();
+                }
                 meet(); // sent
                 let mut per_ring = [0usize; 2];
                 let mut seqs = Vec::new();

@@ -196,6 +196,10 @@ impl Ring {
         let fd = packet_socket()?;
         let raw = fd.as_raw_fd();
         attach_filter(&fd, filter)?;
+        // A packet socket also taps frames the host sends (PACKET_OUTGOING), e.g. carpio's own
+        // CARP advertisements sent through a raw socket; carpio wants only what arrives.
+        let one: libc::c_int = 1;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
         let frame_nr = (cfg.block_size / cfg.frame_size) * cfg.block_nr;
         let req = libc::tpacket_req3 {
@@ -238,7 +242,11 @@ impl Ring {
         };
         bind(raw, ifindex)?;
         if let Some(g) = cfg.fanout_group {
-            let arg: u32 = u32::from(g) | (libc::PACKET_FANOUT_HASH << 16);
+            // The group has its own packet hook, which does not inherit the socket's
+            // PACKET_IGNORE_OUTGOING: the group must ask for it too (net/packet/af_packet.c,
+            // `fanout_add`).
+            let typ = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            let arg: u32 = u32::from(g) | (typ << 16);
             setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
         }
         Ok(ring)
