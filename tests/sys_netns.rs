@@ -1154,3 +1154,68 @@ fn lab_bridge_connects_three_namespaces() {
     let out = lab.ip("sw", &["-4", "-o", "addr"]).unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("198.18."));
 }
+
+const HOLDER_ENV: &str = "CARPIO_TEST_XDP_HOLDER";
+
+/// Not a test by itself: the child process of `xdp_detaches_when_the_process_dies`, run
+/// explicitly with `--ignored --exact` inside the lab namespace. It attaches the program,
+/// reports readiness through a file and waits to be killed (at most 30 s).
+#[test]
+#[ignore = "child process of xdp_detaches_when_the_process_dies"]
+fn xdp_holder_child() {
+    let Some(flag) = std::env::var_os(HOLDER_ENV) else {
+        return;
+    };
+    let _prog = Program::load(&bpf_object(), "lb0", AttachMode::Native).expect("xdp");
+    std::fs::write(&flag, b"attached").unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// bpf_link: a process that dies (SIGKILL, no destructors) leaves no XDP program behind.
+#[test]
+fn xdp_detaches_when_the_process_dies() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    bpf_object();
+    let mut t = topo("xdpkill");
+    let flag = std::env::temp_dir().join(format!("cio-{}-xdpkill.flag", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
+    let exe = std::env::current_exe().unwrap();
+    let env_arg = format!("{HOLDER_ENV}={}", flag.display());
+    let pid = t
+        .lab
+        .spawn(
+            "lb",
+            &[
+                "env",
+                &env_arg,
+                exe.to_str().unwrap(),
+                "--ignored",
+                "--exact",
+                "xdp_holder_child",
+                "--test-threads=1",
+            ],
+        )
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while !flag.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(flag.exists(), "child attached XDP");
+    assert!(t.lab.link_show("lb", "lb0").unwrap().contains(" xdp "));
+    assert!(t.lab.kill(pid));
+    let _ = std::fs::remove_file(&flag);
+    let end = Instant::now() + DEADLINE;
+    let mut after = t.lab.link_show("lb", "lb0").unwrap();
+    while after.contains(" xdp ") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        after = t.lab.link_show("lb", "lb0").unwrap();
+    }
+    assert!(
+        !after.contains(" xdp "),
+        "XDP gone with its process: {after}"
+    );
+}

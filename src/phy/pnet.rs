@@ -1,7 +1,9 @@
 //! [`Device`] over pnet's datalink channel: portable (any interface pnet supports), slow on
 //! Linux (one recvfrom per packet, no ring, no kernel filter: 0.38 Mpps with loss in
 //! feasibility.md §3). For development and for platforms without AF_XDP / AF_PACKET rings.
-//! It sees every frame of the interface; the worker classifies and passes what is not ours.
+//! It sees every frame of the interface, including frames the host stack sends (pnet sets
+//! neither a filter nor PACKET_IGNORE_OUTGOING; only its own transmissions are skipped by the
+//! kernel), so the worker must classify and pass what is not ours.
 
 use super::{Batch, DevDrop, Device, Verdict};
 use crate::counters::Counters;
