@@ -154,6 +154,9 @@ struct LbResult {
     kernel_real: usize,
     stats: [u64; XdpStat::COUNT],
     link_attached: String,
+    /// (free frames after TX completed, frames not kept in the fill ring)
+    free_frames: (usize, usize),
+    xsk_drops: u64,
 }
 
 /// Rendezvous of the two namespace threads. If the peer died (panicked), its sender is gone
@@ -245,6 +248,16 @@ fn run_afxdp(tag: &str, mode: AttachMode) {
                     sock.complete();
                 }
                 meet(); // tx done
+                // Every TX frame comes back through the completion ring: no frame leaks.
+                let cfg = SocketConfig::default();
+                let idle = (cfg.frame_count - cfg.fill_size.min(cfg.frame_count / 2)) as usize;
+                let end = Instant::now() + DEADLINE;
+                while sock.free_frames() != idle && Instant::now() < end {
+                    sock.complete();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r.free_frames = (sock.free_frames(), idle);
+                r.xsk_drops = sock.drops.total();
                 r.stats = prog.stats().unwrap();
                 r
             })
@@ -302,6 +315,11 @@ fn run_afxdp(tag: &str, mode: AttachMode) {
         lb.kernel_real, N_REAL,
         "non-VIP traffic still reaches the kernel"
     );
+    assert_eq!(
+        lb.free_frames.0, lb.free_frames.1,
+        "UMEM frames all accounted for"
+    );
+    assert_eq!(lb.xsk_drops, 0);
     assert_eq!(lb.stats[XdpStat::RedirectService.index()], N_VIP as u64);
     assert_eq!(lb.stats[XdpStat::PassNoXsk.index()], 0);
     assert!(lb.stats[XdpStat::PassNoMatch.index()] >= (N_OTHER + N_REAL) as u64);
