@@ -429,7 +429,17 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
     })
     .unwrap();
     let lb_ns = lab.ns_name("lb");
-    let nft = IngressDrop::install(Some(&lb_ns), "carpio_test", "lb0", &[svc], &[]).unwrap();
+    let nft = IngressDrop::install(
+        Some(&lb_ns),
+        "carpio_test",
+        "lb0",
+        &[svc],
+        &[
+            IpAddr::V4(LB_IP),
+            IpAddr::V6("2001:db8::2".parse().unwrap()),
+        ],
+    )
+    .unwrap();
     let (lb_tx, snd_rx_ch) = channel();
     let (snd_tx, lb_rx_ch) = channel();
     let (lb_mac, snd_mac) = (t.lb_mac, t.snd_mac);
