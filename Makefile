@@ -33,3 +33,16 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+# --- bpf (sys) -------------------------------------------------------------------------------
+# The XDP program, built outside cargo so `cargo build` never needs clang. The daemon loads the
+# object from a path; tests find it at target/bpf/carpio_xdp.o and run `make bpf` if missing.
+BPF_CLANG ?= clang
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu -Ibpf
+BPF_OBJ := target/bpf/carpio_xdp.o
+.PHONY: bpf
+bpf: $(BPF_OBJ)
+$(BPF_OBJ): bpf/carpio_xdp.c bpf/abi.h
+	@mkdir -p $(dir $@)
+	$(BPF_CLANG) $(BPF_CFLAGS) -c $< -o $@
+# --- end bpf ---------------------------------------------------------------------------------

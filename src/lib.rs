@@ -7,8 +7,11 @@ pub mod config;
 pub mod counters;
 pub mod ctl;
 pub mod dataplane;
+pub mod lab;
 pub mod pfsync;
 pub mod phy;
 pub mod replay;
 pub mod synth;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod wire;

@@ -6,8 +6,11 @@
 //! Implementations: [`pcap`] files (replay, fixtures), [`loopback`] (tests). The kernel-bypass
 //! paths (AF_XDP, AF_PACKET) and pnet's datalink channel implement the same trait.
 
+pub mod afpacket;
+pub mod afxdp;
 pub mod loopback;
 pub mod pcap;
+pub mod pnet;
 
 use crate::wire::classify::LinkType;
 use std::io;
