@@ -208,3 +208,57 @@ fn errors_and_empty_tables() {
     assert_eq!(m.lookup(12345), None);
     assert!(!m.clone().set_slot(7, 0));
 }
+
+#[test]
+fn scheduler_maglev_pick_and_set_up_diff() {
+    use carpio::balance::{Host, Mode, PickInput, PickState, Scheduler, SchedulerConfig};
+    let hosts: Vec<Host> = names(10)
+        .into_iter()
+        .map(|name| Host {
+            name,
+            weight: 1,
+            up: true,
+        })
+        .collect();
+    let cfg = SchedulerConfig {
+        maglev_size: 1009,
+        ..SchedulerConfig::new(Mode::Maglev, "t")
+    };
+    let mut s = Scheduler::new(cfg, hosts).unwrap();
+    let mut st = PickState::new(0);
+    let mut input = PickInput {
+        client: "198.18.0.1".parse().unwrap(),
+        client_port: 1,
+        listen: "198.18.1.1".parse().unwrap(),
+        listen_port: 25,
+        proto: 6,
+        flow_hash: 0,
+        states: &[],
+    };
+    let before = s.maglev().unwrap().clone();
+    for h in [0u64, 5, 1008, 1009, 77_777] {
+        input.flow_hash = h;
+        assert_eq!(
+            s.pick(&input, &mut st),
+            Some(before.slots()[(h % 1009) as usize] as usize)
+        );
+    }
+    let changed = s.set_up(4, false).unwrap();
+    assert_eq!(changed, maglev::diff(&before, s.maglev().unwrap()));
+    assert!(!changed.is_empty());
+    for h in 0..5000u64 {
+        input.flow_hash = h;
+        assert_ne!(s.pick(&input, &mut st), Some(4));
+    }
+    assert_eq!(
+        Scheduler::new(
+            SchedulerConfig {
+                maglev_size: 1000,
+                ..SchedulerConfig::new(Mode::RoundRobin, "t")
+            },
+            Vec::new()
+        )
+        .err(),
+        Some(carpio::balance::Error::Maglev(MaglevError::SizeNotPrime))
+    );
+}

@@ -269,6 +269,7 @@ fn disabled_hosts_and_tables_are_not_checked() {
     assert_eq!(t.poll_due(30 * S), None);
     // Enabling the table makes its host checked from the next round on.
     t.set_table_disabled(1, false).unwrap();
+    assert_eq!(t.set_table_disabled(7, false), Err(Reject::UnknownTable));
     assert_eq!(t.poll_due(40 * S).map(|l| l.host), Some(2));
 }
 

@@ -167,6 +167,21 @@ mod tests {
     }
 
     #[test]
+    fn every_truncation_of_a_hex_key() {
+        let full = "0x0102030405060708090a0b0c0d0e0f10";
+        for len in 0..full.len() {
+            let got = Key::parse(&full[..len]);
+            if len < 2 {
+                // "" and "0" are not the hex form: hashed as strings.
+                assert_eq!(got, Ok(Key::from_string(&full[..len])));
+            } else {
+                assert_eq!(got, Err(KeyError::HexLength), "len {len}");
+            }
+        }
+        assert!(Key::parse(full).is_ok());
+    }
+
+    #[test]
     fn string_key_is_byteswapped_md5() {
         // MD5("") = d41d8cd9 8f00b204 e9800998 ecf8427e.
         let k = Key::parse("").unwrap();

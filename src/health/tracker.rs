@@ -151,6 +151,8 @@ pub enum Reject {
     HostDisabled,
     /// No check of that host is running: late (after its deadline) or never launched.
     NotInFlight,
+    /// No table with that index (enable/disable).
+    UnknownTable,
 }
 
 /// A check to start now.
@@ -480,7 +482,7 @@ impl Tracker {
     /// Enables or disables a table (relayctl `table disable|enable`): all its hosts become
     /// UNKNOWN and running checks are abandoned.
     pub fn set_table_disabled(&mut self, table: usize, disabled: bool) -> Result<(), Reject> {
-        let t = self.tables.get_mut(table).ok_or(Reject::UnknownHost)?;
+        let t = self.tables.get_mut(table).ok_or(Reject::UnknownTable)?;
         t.config.disabled = disabled;
         for i in 0..self.hosts.len() {
             if self.hosts.get(i).is_some_and(|h| h.config.table == table) {
