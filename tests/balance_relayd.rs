@@ -236,3 +236,41 @@ fn set_up_rejects_unknown_host() {
     let mut s = sched(Mode::RoundRobin, 2);
     assert!(s.set_up(2, false).is_err());
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid(up: &[bool], got: Option<usize>) -> bool {
+        match got {
+            Some(i) => up.get(i).copied().unwrap_or(false),
+            None => !up.iter().any(|&u| u),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_mode_picks_an_up_host_or_none(
+            up in proptest::collection::vec(any::<bool>(), 0..40),
+            states in proptest::collection::vec(any::<u32>(), 0..40),
+            p in any::<u64>(),
+            start in 0usize..64,
+            seed in any::<u64>(),
+        ) {
+            prop_assert!(valid(&up, from_hash(&up, p)));
+            let mut idx = start;
+            prop_assert!(valid(&up, relayd::roundrobin(&up, &mut idx)));
+            let mut counter = start;
+            let got = relayd::least_states(&up, &states, &mut counter);
+            prop_assert!(valid(&up, got));
+            // least-states returns a minimum over the up hosts.
+            if let Some(i) = got {
+                let load = |j: usize| states.get(j).copied().unwrap_or(0);
+                let min = (0..up.len()).filter(|&j| up[j]).map(load).min();
+                prop_assert_eq!(Some(load(i)), min);
+            }
+            let mut st = PickState::new(seed);
+            prop_assert!(valid(&up, relayd::random(&up, |n| st.uniform(n))));
+        }
+    }
+}
