@@ -2,11 +2,13 @@
 //! and relayd(8) to Linux. See `DESIGN.md` in the shared folder for the architecture.
 #![deny(unsafe_code)]
 
+pub mod balance;
 pub mod carp;
 pub mod config;
 pub mod counters;
 pub mod ctl;
 pub mod dataplane;
+pub mod health;
 pub mod lab;
 pub mod pfsync;
 pub mod phy;
