@@ -9,7 +9,7 @@ all: build
 deps:
 	@bash scripts/deps.sh all
 
-build: deps
+build: deps bpf
 	$(CARGO) build --release --bins
 
 lint: deps
@@ -17,7 +17,7 @@ lint: deps
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 # Unit, golden, fixture, simulation and corpus tests (no root needed), then lint.
-unit: deps
+unit: deps bpf
 	$(CARGO) test --release --all-targets
 
 test: unit lint
