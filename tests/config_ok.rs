@@ -704,3 +704,20 @@ fn cmdline_define_splits_at_last_equals() {
     );
     assert_eq!(config::parse_define("novalue"), None);
 }
+
+/// carpio host options: `lladdr` (a static link-layer address) and `weight` (weighted Maglev).
+#[test]
+fn host_lladdr_and_weight() {
+    let text = "table <dns> { 198.18.1.1 lladdr \"02:00:00:00:01:01\" weight 3, 198.18.1.2 }\n\
+                redirect dns { listen on 198.18.0.10 udp port 53\n forward to <dns> check icmp }\n";
+    let c = config::parse_str("t.conf", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let t = c.table("dns:53").expect("table dns:53");
+    assert_eq!(t.hosts[0].lladdr, Some([2, 0, 0, 0, 1, 1]));
+    assert_eq!(t.hosts[0].weight, 3);
+    assert_eq!(t.hosts[1].lladdr, None);
+    assert_eq!(t.hosts[1].weight, 1);
+    let bad = "table <dns> { 198.18.1.1 lladdr \"02:00:00:00:01\" }\n\
+               redirect dns { listen on 198.18.0.10 udp port 53\n forward to <dns> check icmp }\n";
+    let e = config::parse_str("t.conf", bad, &[]).unwrap_err().to_string();
+    assert!(e.starts_with("t.conf:1:26: invalid link-layer address"), "{e}");
+}

@@ -427,6 +427,8 @@ fn hosts_of(def: &TableDef, base_id: u32) -> Vec<HostConfig> {
             parent: h.parent,
             priority: h.priority,
             ip_ttl: h.ip_ttl,
+            lladdr: h.lladdr,
+            weight: h.weight,
         })
         .collect()
 }

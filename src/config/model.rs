@@ -203,6 +203,11 @@ pub struct HostConfig {
     pub parent: Option<u32>,
     pub priority: Option<u8>,
     pub ip_ttl: Option<u8>,
+    /// carpio: `lladdr XX:XX:XX:XX:XX:XX`, the host's link-layer address when it is static
+    /// (replay, static neighbours); otherwise the daemon resolves it.
+    pub lladdr: Option<[u8; 6]>,
+    /// carpio: `weight N` (1..=65535, default 1), the host's share in weighted Maglev.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

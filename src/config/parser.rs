@@ -36,6 +36,8 @@ pub struct HostDef {
     pub parent: Option<u32>,
     pub priority: Option<u8>,
     pub ip_ttl: Option<u8>,
+    pub lladdr: Option<[u8; 6]>,
+    pub weight: u32,
     pub span: Span,
 }
 

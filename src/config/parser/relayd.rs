@@ -19,6 +19,20 @@ const TABLE_OPTION_WORDS: &[&str] = &[
     "inet6",
 ];
 
+/// `xx:xx:xx:xx:xx:xx` (six hex octets).
+fn parse_lladdr(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
@@ -101,6 +115,8 @@ impl Parser<'_> {
             parent: None,
             priority: None,
             ip_ttl: None,
+            lladdr: None,
+            weight: 1,
             span,
         };
         loop {
@@ -115,6 +131,22 @@ impl Parser<'_> {
                 self.bump();
                 self.bump();
                 h.ip_ttl = Some(self.num_u8("ip ttl", 1, 255)?);
+            } else if self.eat_kw("weight") {
+                h.weight = self.num_u32("weight", 1, 65535)?;
+            } else if self.is_kw("lladdr") {
+                let span = self.span();
+                self.bump();
+                let (text, _) = self.string("link-layer address")?;
+                match parse_lladdr(&text) {
+                    Some(mac) => h.lladdr = Some(mac),
+                    None => {
+                        return Err(Diagnostic::error(
+                            &span,
+                            Reject::Syntax,
+                            format!("invalid link-layer address {text:?}: expected xx:xx:xx:xx:xx:xx"),
+                        ));
+                    }
+                }
             } else {
                 return Ok(h);
             }
