@@ -718,6 +718,11 @@ fn host_lladdr_and_weight() {
     assert_eq!(t.hosts[1].weight, 1);
     let bad = "table <dns> { 198.18.1.1 lladdr \"02:00:00:00:01\" }\n\
                redirect dns { listen on 198.18.0.10 udp port 53\n forward to <dns> check icmp }\n";
-    let e = config::parse_str("t.conf", bad, &[]).unwrap_err().to_string();
-    assert!(e.starts_with("t.conf:1:26: invalid link-layer address"), "{e}");
+    let e = config::parse_str("t.conf", bad, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.conf:1:26: invalid link-layer address"),
+        "{e}"
+    );
 }

@@ -38,6 +38,21 @@ enum Cmd {
         /// Read the input this many times in all.
         #[arg(long = "loop", default_value_t = 1)]
         loops: u64,
+        /// Run the full pipeline of this configuration (redirects, tables, flow tables).
+        #[arg(short = 'f', long = "config")]
+        config: Option<PathBuf>,
+        /// Define a macro for the configuration.
+        #[arg(short = 'D', value_name = "macro=value", value_parser = parse_define)]
+        define: Vec<(String, String)>,
+        /// Number of workers (default: the configuration's `workers`, else 1).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Also write frames the pipeline passes to the kernel.
+        #[arg(long)]
+        include_pass: bool,
+        /// Preload the capture and time only the workers; prints ns/frame and Mpps per core.
+        #[arg(long)]
+        bench: bool,
     },
     /// Write a synthetic client-side capture of DNS, NTP and SMTP flows toward virtual addresses.
     Synth {
@@ -78,11 +93,21 @@ fn main() -> ExitCode {
             input,
             output,
             loops,
+            config,
+            define,
+            workers,
+            include_pass,
+            bench,
         }) => {
             let cfg = carpio::replay::ReplayConfig {
                 input,
                 output,
                 loops,
+                config,
+                defines: define,
+                workers,
+                include_pass,
+                bench,
             };
             match carpio::replay::run(&cfg) {
                 Ok(report) => {

@@ -227,6 +227,9 @@ pub enum Mode {
     LeastStates,
     Loadbalance(HashKey),
     Hash(HashKey),
+    /// carpio: weighted Maglev consistent hashing of the flow (NSDI'16 §3.4), identical on
+    /// every node with the same configuration.
+    Maglev,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

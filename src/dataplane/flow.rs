@@ -352,6 +352,9 @@ pub struct FlowTable {
     evict_scan: u32,
     events: Arc<ArrayQueue<Event>>,
     counters: Counters<{ Counter::COUNT }>,
+    /// Live flows per backend host index (pf's per-address state count, for least-states).
+    /// 65536 × 4 bytes per core, allocated once.
+    backend_states: Box<[u32]>,
 }
 
 #[inline]
@@ -431,7 +434,14 @@ impl FlowTable {
             evict_scan: config.evict_scan.max(1),
             events,
             counters: Counters::default(),
+            backend_states: vec![0; usize::from(u16::MAX) + 1].into_boxed_slice(),
         })
+    }
+
+    /// Live flows of this core per backend host index.
+    #[inline]
+    pub fn backend_states(&self) -> &[u32] {
+        &self.backend_states
     }
 
     /// Bytes of memory per tracked flow: the entry plus both index arrays' share.
@@ -582,6 +592,9 @@ impl FlowTable {
             *slot = f;
         }
         self.len += 1;
+        if let Some(n) = self.backend_states.get_mut(usize::from(new.backend)) {
+            *n = n.saturating_add(1);
+        }
         Self::index_insert(&mut self.fwd, self.mask, kh, e);
         Self::index_insert(&mut self.rev, self.mask, rh, e);
         if announce {
@@ -724,6 +737,9 @@ impl FlowTable {
         }
         self.free_head = e;
         self.len = self.len.saturating_sub(1);
+        if let Some(n) = self.backend_states.get_mut(usize::from(f.backend)) {
+            *n = n.saturating_sub(1);
+        }
         self.counters.add(why.index(), 1);
         if announce {
             self.emit(EventKind::Delete, f);

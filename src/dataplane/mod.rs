@@ -11,6 +11,10 @@ pub mod encap;
 pub mod flow;
 pub mod hash;
 pub mod rewrite;
+pub mod snapshot;
 pub mod state;
+pub mod worker;
 
 pub use flow::{FlowTable, FlowTableConfig};
+pub use snapshot::{Snapshot, SnapshotCell};
+pub use worker::{Worker, WorkerConfig};

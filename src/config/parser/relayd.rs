@@ -143,7 +143,9 @@ impl Parser<'_> {
                         return Err(Diagnostic::error(
                             &span,
                             Reject::Syntax,
-                            format!("invalid link-layer address {text:?}: expected xx:xx:xx:xx:xx:xx"),
+                            format!(
+                                "invalid link-layer address {text:?}: expected xx:xx:xx:xx:xx:xx"
+                            ),
                         ));
                     }
                 }
@@ -205,7 +207,7 @@ impl Parser<'_> {
         match self.mode_word()? {
             Some(m) => Ok(m),
             None => self.unexpected(
-                "a mode (roundrobin, random, source-hash, least-states, loadbalance, hash)",
+                "a mode (roundrobin, random, source-hash, least-states, loadbalance, hash, maglev)",
             ),
         }
     }
@@ -226,6 +228,10 @@ impl Parser<'_> {
             "least-states" => {
                 self.bump();
                 return Ok(Some(Mode::LeastStates));
+            }
+            "maglev" => {
+                self.bump();
+                return Ok(Some(Mode::Maglev));
             }
             "source-hash" => Mode::SourceHash,
             "loadbalance" => Mode::Loadbalance,

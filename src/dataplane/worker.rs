@@ -1,0 +1,788 @@
+//! The per-core worker: batch in → classify → match a virtual service → carp accept hook →
+//! flow lookup → on a miss, pick a backend from the current snapshot and create the flow →
+//! rewrite (NAT, DSR, IPIP/GUE) → verdicts for the batch. The NAT return path (backend →
+//! client) is un-NATed through the same flow; ICMP errors about a flow follow it through
+//! their quoted packet (pf does the same). ARP requests for a virtual address are answered here
+//! (kernel-bypass ingress takes them away from the kernel); CARP and pfsync frames are handed
+//! to the control plane through a bounded queue. Everything else is passed on or dropped by a
+//! named reason.
+//!
+//! A worker owns its flow table and counters; it reads the [`Snapshot`] once per batch and never
+//! blocks, locks, allocates, logs or makes a syscall per packet. Time is a parameter.
+
+use super::encap::{self, Outer, Tunnel};
+use super::flow::{self, FlowTable, FlowTableConfig, InsertError, Key, NewFlow, Origin, ReturnKey};
+use super::hash;
+use super::rewrite::{self, Macs};
+use super::snapshot::{Forward, Service, Snapshot, SnapshotCell};
+use super::state::Dir;
+use crate::balance::{PickInput, PickState};
+use crate::carp::balance::Inbound;
+use crate::counters::Counters;
+use crate::phy::{Batch, Packet, Verdict};
+use crate::wire::classify::{Af, Class, Drop, Frag, LinkType, Meta, classify};
+use crossbeam::queue::ArrayQueue;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+crate::named_counters! {
+    /// What the worker did with packets, per core.
+    pub enum Stat {
+        TxNatIn = "tx_nat_in",
+        TxNatOut = "tx_nat_out",
+        TxDsr = "tx_dsr",
+        TxEncap = "tx_encap",
+        TxIcmpToBackend = "tx_icmp_error_to_backend",
+        TxIcmpToClient = "tx_icmp_error_to_client",
+        TxIcmpTooBig = "tx_icmp_too_big",
+        TxArpReply = "tx_arp_reply",
+        FlowNew = "flow_new",
+        FlowHit = "flow_hit",
+        FlowReturnHit = "flow_return_hit",
+        /// The flow's backend went down or left its table: re-scheduled (relayd/pf would
+        /// keep sending to a dead host until the state expires; carpio moves it).
+        FlowRescheduled = "flow_rescheduled",
+        /// The flow table was full: the packet was forwarded by a stateless pick.
+        FlowStateless = "flow_stateless_table_full",
+        PassNotOurs = "pass_not_ours",
+        PassVipNoService = "pass_vip_no_service",
+        PassVipIcmp = "pass_vip_icmp",
+        PassArp = "pass_arp",
+        PassServiceDisabled = "pass_service_disabled",
+        ToControl = "to_control",
+        DropToControlFull = "drop_control_queue_full",
+        DropNoBackend = "drop_no_backend",
+        DropBackendUnresolved = "drop_backend_unresolved",
+        DropNoNeighbor = "drop_no_neighbor",
+        DropCarpNotOwner = "drop_carp_not_owner",
+        DropVipFragment = "drop_vip_fragment",
+        DropReturnCollision = "drop_return_collision",
+        DropRewrite = "drop_rewrite",
+        DropNoTunnelSource = "drop_no_tunnel_source",
+    }
+}
+
+/// A control-plane frame (CARP, pfsync) handed over by a worker: fixed size, so the hand-over
+/// never allocates. Frames longer than [`CONTROL_FRAME_MAX`] are counted and dropped.
+pub struct ControlFrame {
+    pub class: Class,
+    pub len: u16,
+    pub ts_ns: u64,
+    pub data: [u8; CONTROL_FRAME_MAX],
+}
+
+/// Largest control frame handed over (a 1500-byte IP packet plus Ethernet and two tags).
+pub const CONTROL_FRAME_MAX: usize = 1522;
+
+impl ControlFrame {
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..usize::from(self.len).min(CONTROL_FRAME_MAX)]
+    }
+}
+
+/// Worker configuration (plain data).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub core: u8,
+    pub flow: FlowTableConfig,
+    /// Seed of the Maglev/entropy flow hash: the same on every node (active/active nodes must
+    /// pick the same backend for the same flow).
+    pub hash_seed: u64,
+    /// Flow table entries examined by the expiry sweep per batch.
+    pub sweep_budget: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            core: 0,
+            flow: FlowTableConfig::default(),
+            hash_seed: 0x6361_7270_696f_6d67,
+            sweep_budget: 64,
+        }
+    }
+}
+
+/// Size of the per-worker neighbour cache (client address → the MAC its frames came from),
+/// direct-mapped.
+const NEIGH_SLOTS: usize = 4096;
+
+/// One core's worker.
+pub struct Worker {
+    cfg: WorkerConfig,
+    snap: Arc<SnapshotCell>,
+    table: FlowTable,
+    /// Per-table scheduler state (round-robin index, PRNG), indexed like `Snapshot::tables`.
+    pick: Vec<PickState>,
+    generation: u64,
+    /// Scratch for least-states counts in a table's host order (reused, never shrunk).
+    states: Vec<u32>,
+    neigh: Box<[(IpAddr, [u8; 6])]>,
+    control: Option<Arc<ArrayQueue<Box<ControlFrame>>>>,
+    too_big: Box<[u8]>,
+    pub classes: Counters<{ Class::COUNT }>,
+    pub drops: Counters<{ Drop::COUNT }>,
+    pub stats: Counters<{ Stat::COUNT }>,
+    pub rewrite_errors: Counters<{ rewrite::Error::COUNT }>,
+}
+
+#[inline]
+fn ip_af(a: IpAddr) -> Af {
+    if a.is_ipv4() { Af::V4 } else { Af::V6 }
+}
+
+#[inline]
+fn neigh_slot(a: IpAddr) -> usize {
+    let h = match a {
+        IpAddr::V4(v) => u64::from(u32::from(v)),
+        IpAddr::V6(v) => {
+            let x = u128::from(v);
+            (x as u64) ^ ((x >> 64) as u64)
+        }
+    };
+    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % NEIGH_SLOTS
+}
+
+impl Worker {
+    /// A worker reading snapshots from `snap` and announcing flow events into `events`.
+    /// `control` receives CARP and pfsync frames (none: they are passed on).
+    pub fn new(
+        cfg: WorkerConfig,
+        snap: Arc<SnapshotCell>,
+        events: Arc<ArrayQueue<flow::Event>>,
+        control: Option<Arc<ArrayQueue<Box<ControlFrame>>>>,
+    ) -> Result<Self, flow::ConfigError> {
+        let mut fcfg = cfg.flow.clone();
+        fcfg.core = cfg.core;
+        let table = FlowTable::new(&fcfg, events)?;
+        Ok(Self {
+            pick: Vec::new(),
+            generation: u64::MAX,
+            states: Vec::with_capacity(64),
+            neigh: vec![(IpAddr::from([0u8; 4]), [0u8; 6]); NEIGH_SLOTS].into_boxed_slice(),
+            control,
+            too_big: vec![0u8; 1600].into_boxed_slice(),
+            table,
+            snap,
+            cfg,
+            classes: Counters::default(),
+            drops: Counters::default(),
+            stats: Counters::default(),
+            rewrite_errors: Counters::default(),
+        })
+    }
+
+    pub fn core(&self) -> u8 {
+        self.cfg.core
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.table
+    }
+
+    pub fn flows_mut(&mut self) -> &mut FlowTable {
+        &mut self.table
+    }
+
+    #[inline]
+    fn count(&mut self, s: Stat) {
+        self.stats.add(s.index(), 1);
+    }
+
+    /// Every counter of this worker as `(name, value)`, flow-table counters included.
+    pub fn counter_values(&self) -> Vec<(&'static str, u64)> {
+        let mut v = Vec::new();
+        v.extend(
+            Class::ALL
+                .iter()
+                .map(|c| (c.name(), self.classes.get(c.index()))),
+        );
+        v.extend(
+            Drop::ALL
+                .iter()
+                .map(|c| (c.name(), self.drops.get(c.index()))),
+        );
+        v.extend(
+            Stat::ALL
+                .iter()
+                .map(|c| (c.name(), self.stats.get(c.index()))),
+        );
+        v.extend(
+            rewrite::Error::ALL
+                .iter()
+                .map(|c| (c.name(), self.rewrite_errors.get(c.index()))),
+        );
+        v.extend(
+            flow::Counter::ALL
+                .iter()
+                .map(|c| (c.name(), self.table.counters().get(c.index()))),
+        );
+        v
+    }
+
+    /// Processes a received batch in place: rewrites frames and sets every packet's verdict.
+    /// `now` is seconds on the caller's clock (the flow table's time base).
+    pub fn process(&mut self, batch: &mut Batch, now: u32) {
+        let snap = self.snap.load_full();
+        if snap.generation != self.generation {
+            self.on_new_snapshot(&snap);
+        }
+        for p in batch.as_mut_slice() {
+            p.verdict = self.packet(&snap, p, now);
+        }
+        self.table.sweep(now, self.cfg.sweep_budget);
+    }
+
+    /// Per-table scheduler state follows the snapshot's tables (allocates only here, on a
+    /// snapshot change).
+    fn on_new_snapshot(&mut self, snap: &Snapshot) {
+        let seed = u64::from(self.cfg.core) << 32 ^ snap.generation;
+        self.pick = (0..snap.tables.len())
+            .map(|i| PickState::new(seed ^ i as u64))
+            .collect();
+        let most = snap.tables.iter().map(|t| t.hosts.len()).max().unwrap_or(0);
+        if self.states.capacity() < most {
+            self.states.reserve(most);
+        }
+        self.generation = snap.generation;
+    }
+
+    fn packet(&mut self, snap: &Snapshot, p: &mut Packet, now: u32) -> Verdict {
+        let meta = match classify(p.data(), p.link) {
+            Ok(m) => m,
+            Err(d) => {
+                self.drops.add(d.index(), 1);
+                return Verdict::Drop;
+            }
+        };
+        self.classes.add(meta.class.index(), 1);
+        match meta.class {
+            Class::Arp => self.arp(snap, p, &meta),
+            Class::Carp | Class::Pfsync => self.punt(p, &meta),
+            Class::Ipv4Tcp
+            | Class::Ipv4Udp
+            | Class::Ipv6Tcp
+            | Class::Ipv6Udp
+            | Class::Ipv4Icmp
+            | Class::Ipv6Icmp => self.ip(snap, p, &meta, now),
+            Class::Ipv4Other | Class::Ipv6Other => {
+                if meta.frag == Frag::Later && snap.is_vip(meta.dst) {
+                    self.count(Stat::DropVipFragment);
+                    Verdict::Drop
+                } else {
+                    self.count(Stat::PassNotOurs);
+                    Verdict::Pass
+                }
+            }
+            Class::Other => {
+                self.count(Stat::PassNotOurs);
+                Verdict::Pass
+            }
+        }
+    }
+
+    fn punt(&mut self, p: &Packet, meta: &Meta) -> Verdict {
+        let Some(q) = &self.control else {
+            self.count(Stat::ToControl);
+            return Verdict::Pass;
+        };
+        let d = p.data();
+        if d.len() > CONTROL_FRAME_MAX {
+            self.count(Stat::DropToControlFull);
+            return Verdict::Drop;
+        }
+        let mut f = Box::new(ControlFrame {
+            class: meta.class,
+            len: d.len() as u16,
+            ts_ns: p.ts_ns,
+            data: [0; CONTROL_FRAME_MAX],
+        });
+        f.data[..d.len()].copy_from_slice(d);
+        if q.push(f).is_err() {
+            self.count(Stat::DropToControlFull);
+            return Verdict::Drop;
+        }
+        self.count(Stat::ToControl);
+        Verdict::Drop
+    }
+
+    /// Answers an ARP request for a virtual address we own, in place (RFC 826: swap sender
+    /// and target, our MAC as sender). carp ARP balancing picks which vhost answers.
+    fn arp(&mut self, snap: &Snapshot, p: &mut Packet, meta: &Meta) -> Verdict {
+        const OP: usize = 6;
+        const SHA: usize = 8;
+        const SPA: usize = 14;
+        const THA: usize = 18;
+        const TPA: usize = 24;
+        if p.link != LinkType::Ethernet || !snap.is_vip(meta.dst) {
+            self.count(Stat::PassArp);
+            return Verdict::Pass;
+        }
+        let l3 = usize::from(meta.l3);
+        let frame = p.data_mut();
+        let Some(arp) = frame.get_mut(l3..l3 + 28) else {
+            self.count(Stat::PassArp);
+            return Verdict::Pass;
+        };
+        if arp[OP..OP + 2] != [0, 1] {
+            self.count(Stat::PassArp);
+            return Verdict::Pass;
+        }
+        let mut requester = [0u8; 6];
+        requester.copy_from_slice(&arp[SHA..SHA + 6]);
+        let our_mac = match &snap.carp {
+            Some(o) => match o.arp_reply(requester) {
+                Some(m) => m,
+                None => {
+                    self.count(Stat::PassArp);
+                    return Verdict::Drop;
+                }
+            },
+            None => snap.link.mac,
+        };
+        let mut spa = [0u8; 4];
+        spa.copy_from_slice(&arp[SPA..SPA + 4]);
+        let mut tpa = [0u8; 4];
+        tpa.copy_from_slice(&arp[TPA..TPA + 4]);
+        arp[OP..OP + 2].copy_from_slice(&[0, 2]);
+        arp[THA..THA + 6].copy_from_slice(&requester);
+        arp[TPA..TPA + 4].copy_from_slice(&spa);
+        arp[SHA..SHA + 6].copy_from_slice(&our_mac);
+        arp[SPA..SPA + 4].copy_from_slice(&tpa);
+        frame[0..6].copy_from_slice(&requester);
+        frame[6..12].copy_from_slice(&our_mac);
+        self.count(Stat::TxArpReply);
+        Verdict::Tx
+    }
+
+    #[inline]
+    fn learn(&mut self, p: &Packet, addr: IpAddr) {
+        if p.link == LinkType::Ethernet
+            && let Some(src) = p.data().get(6..12)
+        {
+            let slot = neigh_slot(addr);
+            let e = &mut self.neigh[slot];
+            e.0 = addr;
+            e.1.copy_from_slice(src);
+        }
+    }
+
+    /// The MAC to send to `addr`: learned from its frames, else the gateway.
+    #[inline]
+    fn neighbor(&self, snap: &Snapshot, addr: IpAddr) -> Option<[u8; 6]> {
+        let e = &self.neigh[neigh_slot(addr)];
+        if e.0 == addr {
+            Some(e.1)
+        } else {
+            snap.link.gateway_mac
+        }
+    }
+
+    fn ip(&mut self, snap: &Snapshot, p: &mut Packet, meta: &Meta, now: u32) -> Verdict {
+        if let Some(entry) = snap.by_vip.get(&meta.dst) {
+            let vip_index = entry.index;
+            if meta.proto == 1 || meta.proto == 58 {
+                return match meta.quoted {
+                    // An error about a packet the VIP sent (VIP:port → client): the client
+                    // side speaks to the backend that owns the flow.
+                    Some(q) if q.src == meta.dst => {
+                        self.icmp_to_backend(snap, p, meta, vip_index, now)
+                    }
+                    _ => {
+                        self.count(Stat::PassVipIcmp);
+                        Verdict::Pass
+                    }
+                };
+            }
+            if meta.frag == Frag::Later {
+                self.count(Stat::DropVipFragment);
+                return Verdict::Drop;
+            }
+            let Some((si, svc)) = snap.service_for(meta.dst, meta.proto, meta.dport) else {
+                self.count(Stat::PassVipNoService);
+                return Verdict::Pass;
+            };
+            if svc.disabled {
+                self.count(Stat::PassServiceDisabled);
+                return Verdict::Pass;
+            }
+            if let Some(o) = &snap.carp
+                && !o.accept(&Inbound::from_meta(meta, false))
+            {
+                self.count(Stat::DropCarpNotOwner);
+                return Verdict::Drop;
+            }
+            return self.inbound(snap, p, meta, si, svc, vip_index, now);
+        }
+        if snap.any_nat {
+            if let Some(q) = meta.quoted {
+                if let Some(&bi) = snap.by_host.get(&q.dst) {
+                    return self.icmp_to_client(snap, p, meta, bi, now);
+                }
+            } else if let Some(&bi) = snap.by_host.get(&meta.src) {
+                return self.outbound(snap, p, meta, bi, now);
+            }
+        }
+        self.count(Stat::PassNotOurs);
+        Verdict::Pass
+    }
+
+    /// Picks a backend host index for a new flow of `svc`, or `None` (no up host).
+    fn pick(&mut self, snap: &Snapshot, meta: &Meta, svc: &Service) -> Option<u16> {
+        let (ti, tab) = svc.active_table(&snap.tables)?;
+        self.states.clear();
+        let counts = self.table.backend_states();
+        self.states.extend(
+            tab.hosts
+                .iter()
+                .map(|&h| counts.get(usize::from(h)).copied().unwrap_or(0)),
+        );
+        let input = PickInput {
+            client: meta.src,
+            client_port: meta.sport,
+            listen: meta.dst,
+            listen_port: meta.dport,
+            proto: meta.proto,
+            flow_hash: u64::from(hash::directed_meta(self.cfg.hash_seed, meta)),
+            states: &self.states,
+        };
+        let state = self.pick.get_mut(ti)?;
+        let pos = tab.scheduler.pick(&input, state)?;
+        tab.hosts.get(pos).copied()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inbound(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Packet,
+        meta: &Meta,
+        si: u16,
+        svc: &Service,
+        vip_index: u16,
+        now: u32,
+    ) -> Verdict {
+        let key = Key {
+            proto: meta.proto,
+            client: hash::addr16(meta.src),
+            client_port: meta.sport,
+            vip: vip_index,
+            vip_port: meta.dport,
+        };
+        let session = Some(svc.session_timeout);
+        let mut backend = None;
+        if let Some(h) = self.table.lookup(now, &key) {
+            let (b, bport) = match self.table.get(h) {
+                Some(f) => (f.backend(), f.backend_port()),
+                None => (u16::MAX, 0),
+            };
+            let alive = svc
+                .active_table(&snap.tables)
+                .is_some_and(|(ti, _)| snap.host_up_in(ti, b));
+            if alive {
+                self.table.touch(now, h, Dir::Orig, meta.tcp_flags, session);
+                self.count(Stat::FlowHit);
+                backend = Some((b, bport));
+            } else {
+                self.table.remove(&key, true);
+                self.count(Stat::FlowRescheduled);
+            }
+        }
+        let (hi, bport) = match backend {
+            Some(b) => b,
+            None => {
+                let Some(hi) = self.pick(snap, meta, svc) else {
+                    self.count(Stat::DropNoBackend);
+                    return Verdict::Drop;
+                };
+                let bport = svc.backend_port.unwrap_or(meta.dport);
+                let new = NewFlow {
+                    service: si,
+                    backend: hi,
+                    backend_port: bport,
+                    tcp_flags: meta.tcp_flags,
+                    one_sided: svc.forward.one_sided(),
+                    session_timeout: session,
+                    origin: Origin::Local,
+                };
+                match self.table.insert(now, &key, &new) {
+                    Ok(_) => self.count(Stat::FlowNew),
+                    Err(InsertError::Full) => self.count(Stat::FlowStateless),
+                    Err(InsertError::ReturnCollision) => {
+                        self.count(Stat::DropReturnCollision);
+                        return Verdict::Drop;
+                    }
+                    Err(InsertError::Exists(_)) => self.count(Stat::FlowHit),
+                }
+                (hi, bport)
+            }
+        };
+        let Some(host) = snap.host(hi) else {
+            self.count(Stat::DropNoBackend);
+            return Verdict::Drop;
+        };
+        let Some(bmac) = host.mac else {
+            self.count(Stat::DropBackendUnresolved);
+            return Verdict::Drop;
+        };
+        if svc.forward == Forward::Nat {
+            self.learn(p, meta.src);
+        }
+        let macs = Macs {
+            dst: bmac,
+            src: snap.link.mac,
+        };
+        let addr = host.addr;
+        let res = match svc.forward {
+            Forward::Nat => rewrite::nat_to_backend(p.data_mut(), meta, addr, bport, Some(&macs))
+                .map(|_| Stat::TxNatIn),
+            Forward::Dsr => rewrite::dsr(p.data_mut(), meta, &macs).map(|_| Stat::TxDsr),
+            Forward::Ipip | Forward::Gue { .. } => {
+                return self.encap(snap, p, meta, svc.forward, addr, macs);
+            }
+        };
+        self.finish(res)
+    }
+
+    fn finish(&mut self, res: Result<Stat, rewrite::Error>) -> Verdict {
+        match res {
+            Ok(s) => {
+                self.count(s);
+                Verdict::Tx
+            }
+            Err(e) => {
+                self.rewrite_errors.add(e.index(), 1);
+                self.count(Stat::DropRewrite);
+                Verdict::Drop
+            }
+        }
+    }
+
+    fn encap(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Packet,
+        meta: &Meta,
+        fwd: Forward,
+        backend: IpAddr,
+        macs: Macs,
+    ) -> Verdict {
+        let tunnel = match fwd {
+            Forward::Gue { port } => Tunnel::Gue { port },
+            _ => Tunnel::Ipip,
+        };
+        let src = match ip_af(backend) {
+            Af::V4 => snap.link.tunnel_src_v4,
+            Af::V6 => snap.link.tunnel_src_v6,
+        };
+        let Some(src) = src else {
+            self.count(Stat::DropNoTunnelSource);
+            return Verdict::Drop;
+        };
+        let outer = Outer {
+            tunnel,
+            src,
+            dst: backend,
+            mtu: snap.link.mtu,
+            macs: Some(macs),
+        };
+        let entropy = hash::directed_meta(self.cfg.hash_seed, meta);
+        let (buf, start, len) = p.raw_mut();
+        match encap::encap(buf, start, len, meta, &outer, entropy) {
+            Ok((s, l)) => {
+                if p.set_bounds(s, l) {
+                    self.count(Stat::TxEncap);
+                    Verdict::Tx
+                } else {
+                    self.count(Stat::DropRewrite);
+                    Verdict::Drop
+                }
+            }
+            Err(rewrite::Error::TooBig) => {
+                let mtu = encap::inner_mtu(&outer);
+                match encap::icmp_too_big(p.data(), meta, mtu, &mut self.too_big) {
+                    Ok(n) => {
+                        let (ts, link) = (p.ts_ns, p.link);
+                        let reply = &self.too_big[..n];
+                        if p.fill(reply, ts, link) {
+                            self.count(Stat::TxIcmpTooBig);
+                            Verdict::Tx
+                        } else {
+                            self.count(Stat::DropRewrite);
+                            Verdict::Drop
+                        }
+                    }
+                    Err(e) => {
+                        self.rewrite_errors.add(e.index(), 1);
+                        self.count(Stat::DropRewrite);
+                        Verdict::Drop
+                    }
+                }
+            }
+            Err(e) => {
+                self.rewrite_errors.add(e.index(), 1);
+                self.count(Stat::DropRewrite);
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// NAT return path: backend:port → client becomes VIP:port → client.
+    fn outbound(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Packet,
+        meta: &Meta,
+        bi: u16,
+        now: u32,
+    ) -> Verdict {
+        if meta.frag == Frag::Later {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        }
+        let rk = ReturnKey {
+            proto: meta.proto,
+            backend: bi,
+            backend_port: meta.sport,
+            client: hash::addr16(meta.dst),
+            client_port: meta.dport,
+        };
+        let Some(h) = self.table.lookup_return(now, &rk) else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let Some(f) = self.table.get(h).copied() else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let Some(vip) = snap.vips.get(usize::from(f.key().vip)).copied().flatten() else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let session = snap
+            .services
+            .get(usize::from(f.service()))
+            .map(|s| s.session_timeout);
+        self.table
+            .touch(now, h, Dir::Reply, meta.tcp_flags, session);
+        self.count(Stat::FlowReturnHit);
+        let Some(dst) = self.neighbor(snap, meta.dst) else {
+            self.count(Stat::DropNoNeighbor);
+            return Verdict::Drop;
+        };
+        let macs = Macs {
+            dst,
+            src: snap.link.mac,
+        };
+        let res = rewrite::nat_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
+            .map(|_| Stat::TxNatOut);
+        self.finish(res)
+    }
+
+    /// An ICMP error sent to the VIP about a packet the VIP sent to a client (quoted: VIP:port
+    /// → client:port): forwarded to the flow's backend.
+    fn icmp_to_backend(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Packet,
+        meta: &Meta,
+        vip_index: u16,
+        now: u32,
+    ) -> Verdict {
+        let Some(q) = meta.quoted else {
+            self.count(Stat::PassVipIcmp);
+            return Verdict::Pass;
+        };
+        let key = Key {
+            proto: q.proto,
+            client: hash::addr16(q.dst),
+            client_port: q.dport,
+            vip: vip_index,
+            vip_port: q.sport,
+        };
+        let Some(h) = self.table.lookup(now, &key) else {
+            self.count(Stat::PassVipIcmp);
+            return Verdict::Pass;
+        };
+        let Some(f) = self.table.get(h).copied() else {
+            self.count(Stat::PassVipIcmp);
+            return Verdict::Pass;
+        };
+        let Some(host) = snap.host(f.backend()) else {
+            self.count(Stat::DropNoBackend);
+            return Verdict::Drop;
+        };
+        let Some(bmac) = host.mac else {
+            self.count(Stat::DropBackendUnresolved);
+            return Verdict::Drop;
+        };
+        let macs = Macs {
+            dst: bmac,
+            src: snap.link.mac,
+        };
+        let svc_nat = snap
+            .services
+            .get(usize::from(f.service()))
+            .is_some_and(|s| s.forward == Forward::Nat);
+        let res = if svc_nat {
+            rewrite::nat_icmp_to_backend(
+                p.data_mut(),
+                meta,
+                host.addr,
+                f.backend_port(),
+                Some(&macs),
+            )
+            .map(|_| Stat::TxIcmpToBackend)
+        } else {
+            rewrite::dsr(p.data_mut(), meta, &macs).map(|_| Stat::TxIcmpToBackend)
+        };
+        self.finish(res)
+    }
+
+    /// An ICMP error about a packet a client sent to a backend (quoted: client → backend:port),
+    /// from the backend or a router on the way: sent to the client as if about the VIP.
+    fn icmp_to_client(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Packet,
+        meta: &Meta,
+        bi: u16,
+        now: u32,
+    ) -> Verdict {
+        let Some(q) = meta.quoted else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let rk = ReturnKey {
+            proto: q.proto,
+            backend: bi,
+            backend_port: q.dport,
+            client: hash::addr16(q.src),
+            client_port: q.sport,
+        };
+        let Some(h) = self.table.lookup_return(now, &rk) else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let Some(f) = self.table.get(h).copied() else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let Some(vip) = snap.vips.get(usize::from(f.key().vip)).copied().flatten() else {
+            self.count(Stat::PassNotOurs);
+            return Verdict::Pass;
+        };
+        let Some(dst) = self.neighbor(snap, meta.dst) else {
+            self.count(Stat::DropNoNeighbor);
+            return Verdict::Drop;
+        };
+        let macs = Macs {
+            dst,
+            src: snap.link.mac,
+        };
+        let res =
+            rewrite::nat_icmp_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
+                .map(|_| Stat::TxIcmpToClient);
+        self.finish(res)
+    }
+}
