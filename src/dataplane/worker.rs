@@ -80,6 +80,21 @@ impl ControlFrame {
     }
 }
 
+/// A request from the control plane to one worker, applied at the start of its next batch
+/// (the worker owns its flow table; nobody else writes it). pfsync uses these to insert the
+/// states a peer announced and to remove the ones it deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Insert (or replace) a flow learned from a peer; `flow.origin` should be `Origin::Sync`
+    /// so it is not announced back.
+    Insert { key: Key, flow: NewFlow },
+    /// Remove a flow a peer deleted (not announced back).
+    Remove { key: Key },
+}
+
+/// Commands applied per batch at most (the rest wait for the next batch).
+pub const COMMANDS_PER_BATCH: usize = 256;
+
 /// Worker configuration (plain data).
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -119,6 +134,7 @@ pub struct Worker {
     states: Vec<u32>,
     neigh: Box<[(IpAddr, [u8; 6])]>,
     control: Option<Arc<ArrayQueue<Box<ControlFrame>>>>,
+    commands: Option<Arc<ArrayQueue<Command>>>,
     too_big: Box<[u8]>,
     pub classes: Counters<{ Class::COUNT }>,
     pub drops: Counters<{ Drop::COUNT }>,
@@ -161,6 +177,7 @@ impl Worker {
             states: Vec::with_capacity(64),
             neigh: vec![(IpAddr::from([0u8; 4]), [0u8; 6]); NEIGH_SLOTS].into_boxed_slice(),
             control,
+            commands: None,
             too_big: vec![0u8; 1600].into_boxed_slice(),
             table,
             snap,
@@ -170,6 +187,30 @@ impl Worker {
             stats: Counters::default(),
             rewrite_errors: Counters::default(),
         })
+    }
+
+    /// Sets the queue this worker takes control-plane [`Command`]s from.
+    pub fn set_commands(&mut self, q: Arc<ArrayQueue<Command>>) {
+        self.commands = Some(q);
+    }
+
+    /// Applies pending commands (also called at the start of every batch).
+    pub fn apply_commands(&mut self, now: u32) {
+        let Some(q) = self.commands.clone() else {
+            return;
+        };
+        for _ in 0..COMMANDS_PER_BATCH {
+            let Some(c) = q.pop() else { break };
+            match c {
+                Command::Insert { key, flow } => {
+                    self.table.remove(&key, false);
+                    let _ = self.table.insert(now, &key, &flow);
+                }
+                Command::Remove { key } => {
+                    self.table.remove(&key, false);
+                }
+            }
+        }
     }
 
     pub fn core(&self) -> u8 {
@@ -227,6 +268,7 @@ impl Worker {
         if snap.generation != self.generation {
             self.on_new_snapshot(&snap);
         }
+        self.apply_commands(now);
         for p in batch.as_mut_slice() {
             p.verdict = self.packet(&snap, p, now);
         }
@@ -784,5 +826,66 @@ impl Worker {
             rewrite::nat_icmp_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
                 .map(|_| Stat::TxIcmpToClient);
         self.finish(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::snapshot::{HostStates, Link};
+    use crate::dataplane::state;
+
+    #[test]
+    fn commands_insert_and_remove_synced_flows_without_announcing_them() {
+        let cfg = crate::config::parse_str(
+            "t.conf",
+            "flow table size 1024\ntable <t> { 198.18.1.1 lladdr \"02:00:00:00:01:01\" }\n\
+             redirect r { listen on 198.18.0.10 udp port 53\n forward to <t> check icmp }\n",
+            &[],
+        )
+        .unwrap();
+        let snap = Snapshot::build(&cfg, &HostStates::default(), Link::default(), None).unwrap();
+        let cell = Arc::new(SnapshotCell::from_pointee(snap));
+        let events = Arc::new(ArrayQueue::new(16));
+        let mut w = Worker::new(
+            WorkerConfig {
+                flow: FlowTableConfig {
+                    capacity: 1024,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            cell,
+            events.clone(),
+            None,
+        )
+        .unwrap();
+        let q = Arc::new(ArrayQueue::new(4));
+        w.set_commands(q.clone());
+        let key = Key {
+            proto: 17,
+            client: hash::addr16("198.19.0.1".parse().unwrap()),
+            client_port: 5000,
+            vip: 0,
+            vip_port: 53,
+        };
+        let id = flow::FlowId { creator: 1, id: 42 };
+        let flow = NewFlow {
+            service: 0,
+            backend: 0,
+            backend_port: 53,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: Some(600),
+            origin: Origin::Sync(id, state::create(17, 0)),
+        };
+        q.push(Command::Insert { key, flow }).unwrap();
+        w.apply_commands(10);
+        assert_eq!(w.flows().len(), 1);
+        assert!(events.is_empty(), "a synced flow is not announced back");
+        q.push(Command::Remove { key }).unwrap();
+        w.apply_commands(11);
+        assert_eq!(w.flows().len(), 0);
+        assert!(events.is_empty());
     }
 }
