@@ -146,6 +146,9 @@ pub mod tcps {
     pub const LAST_ACK: u8 = 8;
     pub const FIN_WAIT_2: u8 = 9;
     pub const TIME_WAIT: u8 = 10;
+    /// pf's syn-proxy pseudo-states (pfvar.h), carried by pfsync.
+    pub const PROXY_SRC: u8 = 11;
+    pub const PROXY_DST: u8 = 12;
 }
 
 /// pf's `PFUDPS_*` / `PFOTHERS_*` codes.

@@ -71,36 +71,11 @@ pub struct Peer {
     pub wscale: u8,
 }
 
-/// TCP FSM codes of netinet/tcp_fsm.h plus pf's syn-proxy pseudo-states (pfvar.h).
-pub mod tcps {
-    pub const CLOSED: u8 = 0;
-    pub const LISTEN: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const SYN_RECEIVED: u8 = 3;
-    pub const ESTABLISHED: u8 = 4;
-    pub const CLOSE_WAIT: u8 = 5;
-    pub const FIN_WAIT_1: u8 = 6;
-    pub const CLOSING: u8 = 7;
-    pub const LAST_ACK: u8 = 8;
-    pub const FIN_WAIT_2: u8 = 9;
-    pub const TIME_WAIT: u8 = 10;
-    pub const PROXY_SRC: u8 = 11;
-    pub const PROXY_DST: u8 = 12;
-}
-
-/// pfvar.h `PFUDPS_*`.
-pub mod udp {
-    pub const NO_TRAFFIC: u8 = 0;
-    pub const SINGLE: u8 = 1;
-    pub const MULTIPLE: u8 = 2;
-}
-
-/// pfvar.h `PFOTHERS_*`.
-pub mod other {
-    pub const NO_TRAFFIC: u8 = 0;
-    pub const SINGLE: u8 = 1;
-    pub const MULTIPLE: u8 = 2;
-}
+/// TCP FSM codes (netinet/tcp_fsm.h plus pf's syn-proxy pseudo-states), `PFUDPS_*` and
+/// `PFOTHERS_*`: the data plane's state tracker defines them once for both.
+pub use crate::dataplane::state::tcps;
+pub use crate::dataplane::state::udps as udp;
+pub use crate::dataplane::state::udps as other;
 
 /// pfvar.h `PFTM_*` indices (only those a flow uses).
 pub mod pftm {
