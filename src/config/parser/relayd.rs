@@ -894,6 +894,19 @@ impl Parser<'_> {
     }
 }
 
+/// RFC 1035 / RFC 6895 rcode mnemonics, or a number 0..=15.
+fn dns_rcode(s: &str) -> Option<u8> {
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    let up = s.to_ascii_uppercase();
+    if let Some(i) = NAMES.iter().position(|n| *n == up) {
+        return u8::try_from(i).ok();
+    }
+    s.parse::<u8>().ok().filter(|n| *n <= 15)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,17 +951,4 @@ mod tests {
         // Multi-byte characters never split a byte boundary into a panic.
         assert_eq!(hex_bytes("é0"), None);
     }
-}
-
-/// RFC 1035 / RFC 6895 rcode mnemonics, or a number 0..=15.
-fn dns_rcode(s: &str) -> Option<u8> {
-    const NAMES: [&str; 11] = [
-        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-        "NXRRSET", "NOTAUTH", "NOTZONE",
-    ];
-    let up = s.to_ascii_uppercase();
-    if let Some(i) = NAMES.iter().position(|n| *n == up) {
-        return u8::try_from(i).ok();
-    }
-    s.parse::<u8>().ok().filter(|n| *n <= 15)
 }
