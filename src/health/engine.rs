@@ -483,7 +483,9 @@ impl Engine {
                 let error = r.probe.timeout_error();
                 let took = now.saturating_sub(r.started);
                 r.probe.close(self.poll.registry());
-                let f = Failure::with(error, format_args!("after {} ms", took.as_millis()));
+                // The configured timeout, not the measured wait, so the text is stable.
+                let limit = r.deadline.saturating_sub(r.started);
+                let f = Failure::with(error, format_args!("after {} ms", limit.as_millis()));
                 self.record(host, Err(f), now, took);
             }
         }

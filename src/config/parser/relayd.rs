@@ -294,7 +294,11 @@ impl Parser<'_> {
     /// carpio extension: `dns "NAME" [type A|AAAA] [rcode NAME|N] [answer ADDR]`.
     fn check_dns(&mut self) -> R<Check> {
         let (name, span) = self.string("dns query name")?;
-        if name.is_empty() || name.len() > 253 || name.split('.').any(|l| l.len() > 63) {
+        // RFC 1035 2.3.4: labels of 1..=63 bytes, 253 characters in all; "." is the root.
+        let labels = name.strip_suffix('.').unwrap_or(&name);
+        let bad_label =
+            !labels.is_empty() && labels.split('.').any(|l| l.is_empty() || l.len() > 63);
+        if name.is_empty() || name.len() > 254 || bad_label {
             return self.range_err(&span, format!("invalid dns query name '{name}'"));
         }
         let mut qtype = 1;
