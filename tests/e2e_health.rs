@@ -4,12 +4,13 @@
 //! ```text
 //!   cio-<pid>-hc<n>-chk                      cio-<pid>-hc<n>-srv
 //!   chk0 198.18.7.1/24  <── veth ──>  srv0 198.18.7.2/24
+//!        2001:db8:7::1/64                   2001:db8:7::2/64
 //!   engine thread (entered the ns)    nginx :80 http, :443 https (self-signed, openssl)
 //!                                     unbound :53 (local zone example.test)
 //!                                     chronyd :123 (local stratum 3, -x: never sets the clock)
 //!                                     smtpd :25 (OpenSMTPD)
 //!                                     test's own TCP listeners :7000 banner, :7001 binary
-//!   198.18.7.99: on the link, nobody home (ARP fails): the blackhole for every timeout
+//!   198.18.7.99, 2001:db8:7::99: on the link, nobody home (ARP/ND fails): the blackholes
 //! ```
 //!
 //! Servers run in the foreground (`-d`, `daemon off`, `master_process off`) so the PID the lab
@@ -34,6 +35,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const CHK: &str = "198.18.7.1";
 const SRV: &str = "198.18.7.2";
 const HOLE: &str = "198.18.7.99";
+const SRV6: &str = "2001:db8:7::2";
+const HOLE6: &str = "2001:db8:7::99";
 /// printf 'hello\n' | sha1sum
 const HELLO_SHA1: [u8; 20] = [
     0xf5, 0x72, 0xd3, 0x96, 0xfa, 0xe9, 0x20, 0x66, 0x28, 0x71, 0x4f, 0xb2, 0xce, 0x00, 0xf7, 0x2e,
@@ -81,6 +84,14 @@ fn lab(tag: &str) -> Env {
         .unwrap();
     lab.addr("chk", "chk0", &format!("{CHK}/24")).unwrap();
     lab.addr("srv", "srv0", &format!("{SRV}/24")).unwrap();
+    // nodad: usable at once, no duplicate address detection delay.
+    for (ns, ifname, a) in [
+        ("chk", "chk0", "2001:db8:7::1/64"),
+        ("srv", "srv0", "2001:db8:7::2/64"),
+    ] {
+        lab.ip(ns, &["addr", "add", a, "dev", ifname, "nodad"])
+            .unwrap();
+    }
     let dir = std::env::temp_dir().join(format!("carpio-e2e-health-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("www")).unwrap();
@@ -376,6 +387,27 @@ fn every_probe_against_real_servers_and_failures() {
             ip: HOLE,
             port: 0,
             want: Some("icmp read timeout (after 700 ms)"),
+        },
+        Case {
+            what: "icmp6",
+            check: Check::Icmp,
+            ip: SRV6,
+            port: 0,
+            want: None,
+        },
+        Case {
+            what: "icmp6 blackhole",
+            check: Check::Icmp,
+            ip: HOLE6,
+            port: 0,
+            want: Some("icmp read timeout (after 700 ms)"),
+        },
+        Case {
+            what: "tcp6 refused",
+            check: Check::Tcp,
+            ip: SRV6,
+            port: 80,
+            want: Some("tcp connect failed (Connection refused (os error 111))"),
         },
         Case {
             what: "tcp",
@@ -681,5 +713,61 @@ fn backend_death_and_return() {
     assert!(
         took <= interval + timeout + Duration::from_millis(250),
         "up after {took:?}"
+    );
+}
+
+/// With `net.ipv4.ping_group_range` open in the checker's namespace the ICMP probe uses a
+/// ping socket (the kernel owns the echo id, spec §9 item 15) instead of a raw one.
+#[test]
+fn icmp_over_ping_socket() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("e2e_health: not root, skipped");
+        return;
+    }
+    let env = lab("hcp");
+    let sysctl = need("sysctl");
+    env.lab
+        .exec(
+            "chk",
+            &[&sysctl, "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+        )
+        .unwrap();
+    let dgram_ok = env
+        .lab
+        .run_in("chk", || {
+            socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::ICMPV4),
+            )
+            .is_ok()
+        })
+        .unwrap();
+    assert!(
+        dgram_ok,
+        "ping sockets must be allowed now, so the probe takes that path"
+    );
+    let mut cfg = EngineConfig::default();
+    for (i, ip) in [SRV, HOLE].iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap();
+        let t = table(
+            id,
+            Check::Icmp,
+            0,
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+        );
+        cfg.tables.push(t);
+        cfg.hosts.push(host(id, i, ip, 0));
+    }
+    let h = spawn_in(&env, cfg);
+    let r = first_results(&h, &[1, 2], Duration::from_secs(5));
+    let of = |id: u32| r.iter().find(|u| u.id == id).unwrap();
+    assert_eq!(of(1).new, State::Up);
+    assert_eq!(of(2).new, State::Down);
+    assert_eq!(
+        of(2).error.as_ref().map(|e| e.to_string()).as_deref(),
+        Some("icmp read timeout (after 500 ms)")
     );
 }

@@ -150,6 +150,15 @@ fn script_exit_codes_timeout_and_show_hosts() {
     ]
     .concat();
     assert_eq!(text, want);
+    let counters = h.counters(WAIT).expect("counters");
+    let get = |n: &str| counters.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    assert_eq!(get("check_script_failed"), Some(1));
+    assert_eq!(get("check_script_timeout"), Some(1));
+    assert_eq!(get("check_tcp_connect_failed"), Some(0));
+    assert!(
+        get("check_timeout").is_some(),
+        "tracker counters follow: {counters:?}"
+    );
     drop(h);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -242,4 +251,83 @@ fn no_check_hosts_are_up() {
     };
     let h = engine::spawn_with(cfg).unwrap();
     until(&h, "both up", |u| *u == Update::TableUp { table: 1, up: 2 });
+}
+
+#[test]
+fn parent_children_follow_and_table_disable() {
+    let dir = tmpdir("parent");
+    let flag = dir.join("up");
+    std::fs::write(&flag, "").unwrap();
+    let path = script(
+        &dir,
+        &format!("test -e {} && exit 1; exit 0", flag.display()),
+    );
+    let mut child = host(2, "198.18.0.9");
+    child.parent = Some(1);
+    child.retry = 1;
+    let cfg = EngineConfig {
+        tables: vec![table(Check::Script { path }, None)],
+        hosts: vec![host(1, "198.18.0.8"), child],
+        ..Default::default()
+    };
+    let h = engine::spawn_with(cfg).unwrap();
+    until(&h, "both up", |u| *u == Update::TableUp { table: 1, up: 2 });
+    std::fs::remove_file(&flag).unwrap();
+    assert!(h.send(Command::PollNow));
+    // The parent goes down at once; the child has retry 1 and holds one round.
+    let seen = until(&h, "parent down", |u| {
+        host_update(u, 1, State::Down).is_some()
+    });
+    assert!(
+        !seen
+            .iter()
+            .any(|u| host_update(u, 2, State::Down).is_some()),
+        "{seen:?}"
+    );
+    assert!(h.send(Command::PollNow));
+    let seen = until(&h, "child down", |u| {
+        host_update(u, 2, State::Down).is_some()
+    });
+    let down = seen
+        .iter()
+        .find_map(|u| host_update(u, 2, State::Down))
+        .unwrap();
+    assert_eq!(
+        down.error.map(|e| e.to_string()).as_deref(),
+        Some("script failed (exit 0)"),
+        "the child shows its parent's check error"
+    );
+    let items = h.items(WAIT).unwrap();
+    assert!(
+        matches!(
+            &items[2],
+            Item::Host {
+                id: 2,
+                parent: 1,
+                ..
+            }
+        ),
+        "{items:?}"
+    );
+    assert!(render::summary(&items, Show::Hosts).contains("198.18.0.9 parent 1"));
+
+    assert!(h.send(Command::TableDisabled(1, true)));
+    until(&h, "parent unknown", |u| {
+        host_update(u, 1, State::Unknown).is_some()
+    });
+    let items = h.items(WAIT).unwrap();
+    assert!(
+        matches!(
+            &items[0],
+            Item::Table {
+                disabled: true,
+                up: 0,
+                ..
+            }
+        ),
+        "{items:?}"
+    );
+    assert!(render::summary(&items, Show::Hosts).contains("\tdisabled\n"));
+    drop(h);
+    let _ = std::fs::remove_dir_all(&dir);
 }

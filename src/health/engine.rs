@@ -238,6 +238,9 @@ pub enum Command {
     PollNow,
     /// The rows of `show hosts`: each table, then its hosts.
     Items(Sender<Vec<Item>>),
+    /// `show counters`: failed checks by error name (`check_<error>`), then the tracker's
+    /// counters, every name listed even at zero.
+    Counters(Sender<Vec<(String, u64)>>),
     Shutdown,
 }
 
@@ -263,6 +266,15 @@ impl Handle {
     /// The next update if one is waiting.
     pub fn try_recv(&self) -> Option<Update> {
         self.updates.try_recv().ok()
+    }
+
+    /// The `show counters` lines of the engine, or `None` when it did not answer in time.
+    pub fn counters(&self, timeout: Duration) -> Option<Vec<(String, u64)>> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Command::Counters(tx)) {
+            return None;
+        }
+        rx.recv_timeout(timeout).ok()
     }
 
     /// The `show hosts` rows, or `None` when the engine did not answer within `timeout`.
@@ -626,6 +638,9 @@ impl Engine {
                 Command::Items(reply) => {
                     let _ = reply.send(self.items());
                 }
+                Command::Counters(reply) => {
+                    let _ = reply.send(self.counter_list());
+                }
             }
         }
     }
@@ -634,6 +649,17 @@ impl Engine {
         if let Some(r) = self.probes.get_mut(host).and_then(Option::take) {
             r.probe.close(self.poll.registry());
         }
+    }
+
+    fn counter_list(&self) -> Vec<(String, u64)> {
+        let probes = probe::Error::ALL.iter().map(|e| {
+            let name = format!("check_{}", e.name().replace([' ', '/'], "_"));
+            (name, self.counters.get(e.index()))
+        });
+        let tracker = tracker::Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), self.tracker.counters().get(c.index())));
+        probes.chain(tracker).collect()
     }
 
     /// relayctl `show hosts` rows: each table, then its hosts, in config order.
