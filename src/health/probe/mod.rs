@@ -27,9 +27,12 @@ use mio::{Registry, Token};
 
 use crate::config::model::{Check, HttpExpect};
 
-/// A reply larger than this is cut: no check needs more (relayd reads at most a buffer per
-/// read too, and a digest page is small).
+/// The most of a reply an http digest check hashes; the rest is cut (a health page is small).
 pub const MAX_REPLY: usize = 1 << 20;
+/// The most of a reply the other TCP checks read. A glob is matched against everything read
+/// so far after every read (as check_tcp.c does), so the bound also bounds that work when a
+/// server streams bytes that never match.
+pub const MAX_EXPECT: usize = 16 << 10;
 
 crate::named_counters! {
     /// Why a check found a host down: relayd's HCE_* codes with relayd's names

@@ -10,7 +10,7 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{Error, Failure, MAX_REPLY, Outcome, Probe, Started, glob, http};
+use super::{Error, Failure, MAX_EXPECT, MAX_REPLY, Outcome, Probe, Started, glob, http};
 use crate::config::model::HttpExpect;
 
 /// The EHLO argument: RFC 5321 wants a domain; `.invalid` (RFC 2606) says it is no real one.
@@ -199,6 +199,10 @@ impl Stream {
             }
             return None;
         };
+        let limit = match self.app {
+            App::Http(_, HttpExpect::Digest(_)) => MAX_REPLY,
+            _ => MAX_EXPECT,
+        };
         let handshaking = t.is_handshaking();
         while t.wants_write() {
             match t.write_tls(&mut self.sock) {
@@ -245,8 +249,8 @@ impl Stream {
                     self.inbuf
                         .extend_from_slice(buf.get(..n).unwrap_or_default());
                     *progress = true;
-                    if self.inbuf.len() >= MAX_REPLY {
-                        self.inbuf.truncate(MAX_REPLY);
+                    if self.inbuf.len() >= limit {
+                        self.inbuf.truncate(limit);
                         self.eof = true;
                         break;
                     }
@@ -263,9 +267,18 @@ impl Stream {
         None
     }
 
+    fn limit(&self) -> usize {
+        match self.app {
+            App::Http(_, HttpExpect::Digest(_)) => MAX_REPLY,
+            _ => MAX_EXPECT,
+        }
+    }
+
+    /// Past the limit, what was read is judged as if the server had closed.
     fn cap(&mut self) {
-        if self.inbuf.len() >= MAX_REPLY {
-            self.inbuf.truncate(MAX_REPLY);
+        let limit = self.limit();
+        if self.inbuf.len() >= limit {
+            self.inbuf.truncate(limit);
             self.eof = true;
         }
     }
