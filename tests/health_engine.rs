@@ -331,3 +331,40 @@ fn parent_children_follow_and_table_disable() {
     drop(h);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// relayd runs check scripts as its unprivileged user; carpio as the config's `user`.
+#[test]
+fn script_runs_as_the_configured_user() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        .unwrap_or(false);
+    if !root {
+        eprintln!("health_engine: not root, script user test skipped");
+        return;
+    }
+    let dir = tmpdir("user");
+    let path = script(
+        &dir,
+        "test \"$(id -u):$(id -g)\" = 65534:65534 && exit 1; exit 0",
+    );
+    let cfg = EngineConfig {
+        tables: vec![table(Check::Script { path }, None)],
+        hosts: vec![host(1, "198.18.0.2")],
+        script_user: Some((65534, 65534)),
+        ..Default::default()
+    };
+    let h = engine::spawn_with(cfg).unwrap();
+    let seen = until(&h, "a result", |u| matches!(u, Update::Host(_)));
+    assert!(
+        seen.iter().any(|u| host_update(u, 1, State::Up).is_some()),
+        "{seen:?}"
+    );
+    drop(h);
+    let _ = std::fs::remove_dir_all(&dir);
+}

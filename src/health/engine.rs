@@ -71,6 +71,8 @@ pub struct HostSpec {
 pub struct EngineConfig {
     pub tables: Vec<TableSpec>,
     pub hosts: Vec<HostSpec>,
+    /// (uid, gid) for `check script` (from the config's `user NAME`); `None`: ours.
+    pub script_user: Option<(u32, u32)>,
     /// Delay spread of round starts (see [`TrackerConfig::jitter`]).
     pub jitter: Duration,
     pub seed: u64,
@@ -79,6 +81,8 @@ pub struct EngineConfig {
 /// Why the engine could not start.
 #[derive(Debug)]
 pub enum SpawnError {
+    /// The config's `user NAME` is not in /etc/passwd.
+    NoSuchUser(String),
     /// A host given by name: resolving names is the parent's job before the engine starts.
     HostName {
         id: u32,
@@ -100,6 +104,7 @@ impl std::fmt::Display for SpawnError {
             SpawnError::HostName { id, name } => {
                 write!(f, "host {id} ({name}): health checks need an IP address")
             }
+            SpawnError::NoSuchUser(u) => write!(f, "user {u}: not in /etc/passwd"),
             SpawnError::NoSuchParent { id, parent } => {
                 write!(f, "host {id}: parent {parent} does not exist")
             }
@@ -120,6 +125,13 @@ impl EngineConfig {
             seed: u64::from(std::process::id()),
             ..Default::default()
         };
+        if let Some(user) = &cfg.global.user {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            out.script_user = Some(
+                probe::passwd_lookup(&passwd, user)
+                    .ok_or_else(|| SpawnError::NoSuchUser(user.clone()))?,
+            );
+        }
         for (ti, t) in cfg.tables.iter().enumerate() {
             out.tables.push(TableSpec {
                 id: u32::try_from(ti + 1).unwrap_or(u32::MAX),
@@ -310,6 +322,7 @@ pub fn spawn_with(cfg: EngineConfig) -> Result<Handle, SpawnError> {
     let ctx = Context {
         tls: probe::tls::client_config().map_err(SpawnError::Tls)?,
         icmp_id: u16::try_from(std::process::id() & 0xffff).unwrap_or(0),
+        script_user: cfg.script_user,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let (upd_tx, upd_rx) = mpsc::channel();

@@ -139,6 +139,21 @@ pub struct Context {
     /// relayd's ICMP id (`getpid() & 0xffff`) and the source of sequence numbers, DNS ids
     /// and NTP cookies.
     pub icmp_id: u16,
+    /// The (uid, gid) `check script` runs as: relayd runs scripts as its unprivileged user
+    /// (check_script.c `script_exec`); carpio uses the config's `user NAME` when given.
+    pub script_user: Option<(u32, u32)>,
+}
+
+/// The (uid, gid) of `user` in a passwd(5) file's text, `None` when it is not listed.
+pub fn passwd_lookup(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        (name == user).then_some((uid, gid))
+    })
 }
 
 /// A running check.
@@ -193,7 +208,7 @@ impl Probe {
                 let addr = SocketAddr::new(target.ip, target.port.unwrap_or(123));
                 return udp::Udp::ntp(addr, target.ttl, nonce, registry, token);
             }
-            Check::Script { path } => return script(path, &target.name),
+            Check::Script { path } => return script(path, &target.name, ctx.script_user),
             Check::Tcp => (App::Connect, None),
             Check::Tls => (App::Handshake, tls(true, None)),
             Check::Http {
@@ -288,16 +303,37 @@ impl Probe {
     }
 }
 
-fn script(path: &str, host: &str) -> Started {
-    let spawned = Command::new(path)
-        .arg(host)
+fn script(path: &str, host: &str, user: Option<(u32, u32)>) -> Started {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(path);
+    cmd.arg(host)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+        .stderr(Stdio::null());
+    if let Some((uid, gid)) = user {
+        // std drops supplementary groups too when it changes the gid (setgroups(0)).
+        cmd.uid(uid).gid(gid);
+    }
+    let spawned = cmd.spawn();
     match spawned {
         Ok(child) => Started::Running(Probe::Script(child)),
         Err(e) => Started::Done(Err(Failure::with(Error::ScriptFail, e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passwd_lookup;
+
+    #[test]
+    fn passwd() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n\
+                    _relayd:x:110:115::/var/empty:/usr/sbin/nologin\nbroken:x:nope:1::/:\n";
+        assert_eq!(passwd_lookup(text, "_relayd"), Some((110, 115)));
+        assert_eq!(passwd_lookup(text, "root"), Some((0, 0)));
+        assert_eq!(passwd_lookup(text, "broken"), None);
+        assert_eq!(passwd_lookup(text, "nobody"), None);
+        assert_eq!(passwd_lookup("", "root"), None);
     }
 }
 
