@@ -336,8 +336,3 @@ mod tests {
         assert_eq!(passwd_lookup("", "root"), None);
     }
 }
-
-/// An OS error as a detail string: its kind for the common cases, else the message.
-fn os_detail(e: &io::Error) -> String {
-    e.to_string()
-}

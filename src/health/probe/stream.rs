@@ -60,7 +60,7 @@ pub struct Stream {
 }
 
 fn io_fail(error: Error, e: &io::Error) -> Option<Outcome> {
-    Some(Err(Failure::with(error, super::os_detail(e))))
+    Some(Err(Failure::with(error, e)))
 }
 
 impl Stream {
