@@ -18,7 +18,6 @@ mod stream;
 pub mod tls;
 mod udp;
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
