@@ -771,3 +771,73 @@ fn icmp_over_ping_socket() {
         Some("icmp read timeout (after 500 ms)")
     );
 }
+
+/// From configuration text to `show hosts`: carpio's `check dns|ntp|smtp` syntax parsed,
+/// the engine spawned with `health::spawn(&Config)`, real servers checked, rows rendered.
+#[test]
+fn config_text_to_show_hosts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("e2e_health: not root, skipped");
+        return;
+    }
+    let mut env = lab("hcc");
+    start_unbound(&mut env);
+    start_chrony(&mut env);
+    start_smtpd(&mut env);
+    let text = format!(
+        "interval 1\n\
+         table <dns> {{ {SRV} }}\n\
+         table <ntp> {{ {SRV} }}\n\
+         table <mx> {{ {SRV}, {HOLE} retry 1 }}\n\
+         redirect \"dns\" {{\n\
+         \tlisten on 198.18.7.100 udp port 53\n\
+         \tforward to <dns> port 53 check dns \"www.example.test\" answer 198.18.7.80 timeout 400\n\
+         }}\n\
+         redirect \"ntp\" {{\n\
+         \tlisten on 198.18.7.100 udp port 123\n\
+         \tforward to <ntp> port 123 check ntp timeout 400\n\
+         }}\n\
+         redirect \"mx\" {{\n\
+         \tlisten on 198.18.7.100 port 25\n\
+         \tforward to <mx> port 25 check smtp timeout 400\n\
+         }}\n"
+    );
+    let cfg = carpio::config::parse_str("e2e.conf", &text, &[]).expect("config");
+    let h = env
+        .lab
+        .run_in("chk", move || carpio::health::spawn(&cfg))
+        .unwrap()
+        .expect("engine");
+    let ids: Vec<u32> = {
+        let items = h.items(Duration::from_secs(5)).unwrap();
+        items
+            .iter()
+            .filter_map(|i| match i {
+                carpio::ctl::proto::Item::Host { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(ids.len(), 4);
+    let r = first_results(&h, &ids, Duration::from_secs(5));
+    let up = r.iter().filter(|u| u.new == State::Up).count();
+    let down: Vec<String> = r
+        .iter()
+        .filter(|u| u.new == State::Down)
+        .filter_map(|u| u.error.as_ref().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(up, 3, "{r:?}");
+    assert_eq!(down, ["tcp connect timeout (after 400 ms)"]);
+    let items = h.items(Duration::from_secs(5)).unwrap();
+    let text = carpio::ctl::render::summary(&items, carpio::ctl::proto::Show::Hosts);
+    for want in [
+        "\tdns:53                  \t       \tactive (1 hosts)\n",
+        "\tntp:123                 \t       \tactive (1 hosts)\n",
+        "\tmx:25                   \t       \tactive (1 hosts)\n",
+        &format!("\t{HOLE:<24}\t0.00%  \tdown\n"),
+        "total: 0/1 checks, 1 retries, error: tcp connect timeout (after 400 ms)\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
