@@ -272,6 +272,22 @@ pub enum Check {
     Script {
         path: String,
     },
+    /// carpio extension `check dns "NAME" [type A|AAAA] [rcode NAME|N] [answer ADDR]`: a UDP
+    /// query for NAME; up when the reply has the rcode (default NOERROR) and, if given, ADDR
+    /// among its answers. relayd has no DNS check (its `check send` is TCP only).
+    Dns {
+        name: String,
+        /// RFC 1035 QTYPE: 1 (A) or 28 (AAAA, RFC 3596).
+        qtype: u16,
+        /// RFC 1035 RCODE, 0..=15.
+        rcode: u8,
+        answer: Option<IpAddr>,
+    },
+    /// carpio extension `check ntp`: an RFC 5905 client-mode request; up on a server-mode
+    /// reply with stratum 1..=15 and a transmit time near the local clock.
+    Ntp,
+    /// carpio extension `check smtp`: RFC 5321 220 banner, EHLO answered by 250, QUIT.
+    Smtp,
 }
 
 /// A table as used by one redirect/relay/router with one port (relayd copies it as `name:port`).

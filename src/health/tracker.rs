@@ -454,6 +454,17 @@ impl Tracker {
         }
     }
 
+    /// Starts a round of every table at `now` (relayctl `poll`): each table's grid restarts
+    /// at `now`, so its next round follows one interval later. Checks still running are
+    /// abandoned as at any round start.
+    pub fn handle_poll_now(&mut self, now: Duration) {
+        for t in self.tables.iter_mut() {
+            // One interval before now, so fire_due_tables lands the grid on `now` exactly.
+            t.base = now.saturating_sub(t.config.interval);
+            t.due = now;
+        }
+    }
+
     /// The next state transition, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -565,6 +576,20 @@ mod tests {
         let l = t.poll_due(now).expect("a launch");
         assert_eq!(t.poll_due(now), None);
         t.handle_result(now, l.host, r).unwrap();
+    }
+
+    #[test]
+    fn poll_now_starts_a_round_and_restarts_the_grid() {
+        let mut t = one(0);
+        round(&mut t, Duration::ZERO, CheckResult::Up);
+        assert_eq!(t.poll_timeout(), Some(10 * S));
+        t.handle_poll_now(13 * S);
+        assert_eq!(t.poll_timeout(), Some(13 * S));
+        round(&mut t, 13 * S, CheckResult::Up);
+        assert_eq!(t.poll_due(20 * S), None, "the old grid point is gone");
+        assert_eq!(t.poll_timeout(), Some(23 * S));
+        round(&mut t, 23 * S, CheckResult::Up);
+        assert_eq!(t.host(0).unwrap().check_cnt, 3);
     }
 
     #[test]

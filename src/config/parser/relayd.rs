@@ -322,7 +322,55 @@ impl Parser<'_> {
             "script" => Check::Script {
                 path: self.string("script path")?.0,
             },
+            "dns" => self.check_dns()?,
+            "ntp" => Check::Ntp,
+            "smtp" => Check::Smtp,
             _ => return self.err(format!("syntax error: unknown check '{w}'")),
+        })
+    }
+
+    /// carpio extension: `dns "NAME" [type A|AAAA] [rcode NAME|N] [answer ADDR]`.
+    fn check_dns(&mut self) -> R<Check> {
+        let (name, span) = self.string("dns query name")?;
+        // RFC 1035 2.3.4: labels of 1..=63 bytes, 253 characters in all; "." is the root.
+        let labels = name.strip_suffix('.').unwrap_or(&name);
+        let bad_label =
+            !labels.is_empty() && labels.split('.').any(|l| l.is_empty() || l.len() > 63);
+        if name.is_empty() || name.len() > 254 || bad_label {
+            return self.range_err(&span, format!("invalid dns query name '{name}'"));
+        }
+        let mut qtype = 1;
+        let mut rcode = 0;
+        let mut answer = None;
+        loop {
+            if self.eat_kw("type") {
+                let (t, span) = self.string("dns query type")?;
+                qtype = match t.to_ascii_uppercase().as_str() {
+                    "A" => 1,
+                    "AAAA" => 28,
+                    _ => return self.range_err(&span, format!("invalid dns query type '{t}'")),
+                };
+            } else if self.eat_kw("rcode") {
+                let (r, span) = self.string("dns rcode")?;
+                rcode = match dns_rcode(&r) {
+                    Some(r) => r,
+                    None => return self.range_err(&span, format!("invalid dns rcode '{r}'")),
+                };
+            } else if self.eat_kw("answer") {
+                let (a, span) = self.string("dns answer address")?;
+                answer = match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => return self.range_err(&span, format!("invalid dns answer '{a}'")),
+                };
+            } else {
+                break;
+            }
+        }
+        Ok(Check::Dns {
+            name,
+            qtype,
+            rcode,
+            answer,
         })
     }
 
@@ -886,6 +934,19 @@ impl Parser<'_> {
         self.out.config.routers.push(r);
         Ok(())
     }
+}
+
+/// RFC 1035 / RFC 6895 rcode mnemonics, or a number 0..=15.
+fn dns_rcode(s: &str) -> Option<u8> {
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    let up = s.to_ascii_uppercase();
+    if let Some(i) = NAMES.iter().position(|n| *n == up) {
+        return u8::try_from(i).ok();
+    }
+    s.parse::<u8>().ok().filter(|n| *n <= 15)
 }
 
 #[cfg(test)]
