@@ -1,0 +1,889 @@
+//! The carp I/O shell: one thread that puts a sans-IO [`Interface`] on the wire.
+//!
+//! ```text
+//!            commands (mpsc)                     status (Mutex, read by ctl) / ownership (ArcSwap)
+//!  ShellHandle ───────────────►  carp thread  ──────────────────────────────────────────────►
+//!                                 │  raw IPv4 socket, proto 112, bound to carpdev (SO_BINDTODEVICE)
+//!                                 │    TTL and multicast TTL 255, joined to 224.0.0.18 (or carppeer)
+//!                                 │  AF_PACKET sender on carpdev: gratuitous ARP
+//!                                 │  AF_PACKET ring on carpdev (balancing arp): ARP requests → replies
+//!                                 └─ macvlan NAME on carpdev, MAC 00:00:5e:00:01:VHID: the VIPs
+//! ```
+//!
+//! The thread reads a monotonic clock ([`std::time::Instant`], as a [`Duration`] since the
+//! thread started), feeds [`Interface::handle_advert`] / [`Interface::handle_timeout`], drains
+//! `poll_transmit` / `poll_event` and sleeps on the socket until `poll_timeout()`; the protocol
+//! logic itself never reads a clock.
+//!
+//! # Where the virtual address lives (balancing `none`)
+//! A macvlan named as the carp interface (`carp0`), mode `bridge`, on the carpdev, with the
+//! virtual MAC 00:00:5e:00:01:VHID (`carp_set_vhe_enaddr`). It holds the VIPs while the vhost is
+//! MASTER and none while BACKUP or INIT, so kernel sockets (relays, health checks) can bind the
+//! VIP and the kernel answers ARP for it with the virtual MAC, only on the master. This mirrors
+//! OpenBSD, where the addresses sit on `carpN` whose lladdr is the virtual MAC. Both the
+//! carpdev and the macvlan get `arp_ignore=1` (a per-namespace sysctl): without it Linux's weak
+//! host model makes the carpdev answer ARP for the VIP with its real MAC and the macvlan answer
+//! for the carpdev's own address with the virtual MAC. IPv6 address generation is off on the
+//! macvlan (`addrgenmode none`) so a BACKUP never sends from the virtual MAC.
+//!
+//! Links and addresses change with the `ip` command (iproute2) rather than netlink: it happens
+//! only on state changes (never per packet), iproute2 is already required by carpio's lab and
+//! scripts, and it keeps the crate free of a netlink dependency. The macvlan is deleted when the
+//! shell stops (also after [`Command::Crash`]); a leftover macvlan of the same name (a daemon
+//! killed by SIGKILL) is deleted at start. A SIGKILLed process leaves its macvlan and VIP behind
+//! until the next start, exactly like a crashed ucarp leaves its address: fail the box, not the
+//! process, or restart the daemon.
+//!
+//! With balancing `ip`/`ip-stealth`/`ip-unicast`/`arp` (several carpnodes) no macvlan is
+//! created: the frames go to every node (multicast or per-vhost virtual MACs) and the data plane
+//! decides with [`Ownership::accept`], published lock-free through [`ShellHandle::ownership`].
+//! With balancing `arp` the shell answers ARP requests for the VIPs itself, with the MAC that
+//! [`Ownership::arp_reply`] chooses for the requester.
+//!
+//! Not done here: IPv6 advertisements (ff02::12) and unsolicited NAs; an IPv6 VIP is put on the
+//! macvlan but advertised only over IPv4.
+//!
+//! Nothing here panics on network input: received packets are length-checked before any field
+//! is read, and every reject is a named [`Reject`] or [`Drop`] counter.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::{Command as Process, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{
+    Balancing, Change, DemoteError, Event, Groups, Interface, InterfaceConfig, Ownership, Reject,
+    Stat, State, Transmit,
+};
+
+/// The answer to a demotion command.
+pub type ChangeResult = Result<Change, DemoteError>;
+use crate::counters::Counters;
+use crate::ctl::proto::CarpVhost;
+use crate::sys::afpacket::{Ring, RingConfig, Sender as FrameSender};
+use crate::wire::classify::Af;
+use crate::wire::{arp, carp as wire_carp, ethernet};
+
+crate::named_counters! {
+    /// Packets the shell itself drops before the protocol core sees them.
+    pub enum Drop {
+        /// An IPv4 datagram shorter than its header, or not IPv4.
+        DropShortIp = "drop_short_ip",
+        /// recv(2) failed with something other than a timeout.
+        DropRecvError = "drop_recv_error",
+        /// An ARP frame that does not parse (balancing arp).
+        DropBadArp = "drop_bad_arp",
+        /// An ARP request for a VIP that another node answers (balancing arp).
+        DropArpNotOurs = "drop_arp_not_ours",
+    }
+}
+
+/// Offsets in the IPv4 header (RFC 791) the shell reads from a raw-socket datagram.
+mod ipv4 {
+    /// Version (high nibble) and IHL (low nibble, 32-bit words).
+    pub const VER_IHL: usize = 0;
+    pub const TTL: usize = 8;
+    pub const DST: core::ops::Range<usize> = 16..20;
+    pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// Shortest Ethernet frame without FCS; ARP frames are padded to it.
+const MIN_FRAME: usize = 60;
+/// Longest sleep between two looks at the command channel.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Poll period of the ARP ring while balancing arp.
+const ARP_POLL: Duration = Duration::from_millis(5);
+
+/// How the shell puts the VIPs on the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipMode {
+    /// A macvlan named as the carp interface holds them while MASTER (balancing none only).
+    Macvlan,
+    /// The shell touches no link or address (the data plane or the operator does).
+    None,
+}
+
+/// Plain configuration of one shell.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    /// The carp interface name (`carp0`): the macvlan's name.
+    pub name: String,
+    /// The parent interface.
+    pub carpdev: String,
+    /// A namespace (as `ip netns` names it) the thread enters first; `None` stays.
+    pub netns: Option<String>,
+    /// The protocol configuration; `v4`/`v6` are the VIPs.
+    pub iface: InterfaceConfig,
+    /// Prefix length of each VIP, same order as `iface.v4` then `iface.v6` (default 32/128).
+    pub prefix_len: Vec<u8>,
+    pub vip_mode: VipMode,
+    /// Initial demotion of the interface's groups (`group NAME demote N`).
+    pub group_demote: Vec<(String, u8)>,
+}
+
+/// A command for the shell thread.
+#[derive(Debug)]
+pub enum Command {
+    /// `carpdemote`: add `delta` to `group`'s counter; the reply says the old and new value.
+    Demote {
+        group: String,
+        delta: i32,
+        reply: Sender<ChangeResult>,
+    },
+    /// `ifconfig carpN state master|backup|init`.
+    Force(State),
+    /// Bow out (ads with advbase/advskew 255), remove the macvlan, end the thread.
+    Shutdown,
+    /// End the thread without a bow-out, as if the node died (tests and benchmarks): the
+    /// macvlan is removed so the VIP leaves with the node.
+    Crash,
+}
+
+/// What `carpioctl show carp` reads.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub vhosts: Vec<CarpVhost>,
+    /// `Reject`, `Stat` and `Drop` counters as (name, value).
+    pub counters: Vec<(String, u64)>,
+    /// State changes since start.
+    pub transitions: u64,
+}
+
+/// The running shell: commands in, status out. Dropping it shuts the shell down (bow-out).
+pub struct ShellHandle {
+    tx: Sender<Command>,
+    status: Arc<Mutex<Status>>,
+    ownership: Arc<ArcSwap<Ownership>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ShellHandle {
+    /// Sends a command; fails when the thread has ended.
+    pub fn command(&self, c: Command) -> io::Result<()> {
+        self.tx
+            .send(c)
+            .map_err(|_| io::Error::other("carp shell has stopped"))
+    }
+
+    /// Adds `delta` to group `group`'s demotion counter and waits for the answer.
+    pub fn demote(&self, group: &str, delta: i32) -> io::Result<ChangeResult> {
+        let (reply, rx) = mpsc::channel();
+        self.command(Command::Demote {
+            group: group.to_owned(),
+            delta,
+            reply,
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| io::Error::other("carp shell did not answer"))
+    }
+
+    /// Forces every vhost into `state`.
+    pub fn force(&self, state: State) -> io::Result<()> {
+        self.command(Command::Force(state))
+    }
+
+    /// A copy of the current status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// State of `vhid` as last published (`None` before the first publication).
+    pub fn state(&self, vhid: u8) -> Option<State> {
+        let s = self.status();
+        s.vhosts
+            .iter()
+            .find(|v| v.vhid == vhid)
+            .and_then(|v| parse_state(&v.state))
+    }
+
+    /// The `ctl` reply for `show carp`.
+    pub fn show(&self) -> crate::ctl::proto::Response {
+        let s = self.status();
+        crate::ctl::proto::Response::Carp {
+            vhosts: s.vhosts,
+            counters: s.counters,
+        }
+    }
+
+    /// The ownership snapshot the data plane reads (lock-free).
+    pub fn ownership(&self) -> Arc<ArcSwap<Ownership>> {
+        Arc::clone(&self.ownership)
+    }
+
+    /// Bows out, cleans up and waits for the thread.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop(Command::Shutdown)
+    }
+
+    /// Stops without a bow-out (the node "dies"), removes the macvlan, waits for the thread.
+    pub fn crash(mut self) -> io::Result<()> {
+        self.stop(Command::Crash)
+    }
+
+    fn stop(&mut self, c: Command) -> io::Result<()> {
+        let _ = self.tx.send(c);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("carp shell panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl core::ops::Drop for ShellHandle {
+    fn drop(&mut self) {
+        let _ = self.stop(Command::Shutdown);
+    }
+}
+
+fn parse_state(s: &str) -> Option<State> {
+    match s {
+        "MASTER" => Some(State::Master),
+        "BACKUP" => Some(State::Backup),
+        "INIT" => Some(State::Init),
+        _ => None,
+    }
+}
+
+/// ifconfig's spelling of a state.
+pub fn state_name(s: State) -> &'static str {
+    match s {
+        State::Init => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+    }
+}
+
+/// ifconfig's spelling of a balancing mode.
+pub fn balancing_name(b: Balancing) -> &'static str {
+    match b {
+        Balancing::None => "none",
+        Balancing::Arp => "arp",
+        Balancing::Ip => "ip",
+        Balancing::IpStealth => "ip-stealth",
+        Balancing::IpUnicast => "ip-unicast",
+    }
+}
+
+/// Starts the shell thread. Setup errors (namespace, sockets, macvlan) are returned here, not
+/// later: the call waits until the thread is running.
+pub fn spawn(mut cfg: ShellConfig) -> io::Result<ShellHandle> {
+    if cfg.iface.cookies.is_empty() {
+        cfg.iface.cookies = random_cookies(cfg.iface.nodes.len())?;
+    }
+    let iface =
+        Interface::new(&cfg.iface).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let status = Arc::new(Mutex::new(Status::default()));
+    let ownership = Arc::new(ArcSwap::from_pointee(iface.ownership()));
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let st = Arc::clone(&status);
+    let own = Arc::clone(&ownership);
+    let thread = std::thread::Builder::new()
+        .name(format!("carp-{}", cfg.name))
+        .spawn(move || {
+            if let Some(ns) = &cfg.netns {
+                crate::sys::netns::enter(ns).inspect_err(|e| {
+                    let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                })?;
+            }
+            let mut shell = match Shell::new(cfg, iface, st, own) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let r = shell.run(&rx);
+            shell.cleanup();
+            r
+        })?;
+    let mut handle = ShellHandle {
+        tx,
+        status,
+        ownership,
+        thread: Some(thread),
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.thread.take().map(JoinHandle::join);
+            Err(e)
+        }
+        Err(_) => Err(handle
+            .thread
+            .take()
+            .map(JoinHandle::join)
+            .and_then(|r| r.err().map(|_| io::Error::other("carp shell panicked")))
+            .unwrap_or_else(|| io::Error::other("carp shell ended during setup"))),
+    }
+}
+
+/// Every carp interface of `config`, each on its own shell thread in the current namespace.
+/// The daemon keeps the handles; dropping them bows out.
+pub fn run_from_config(config: &crate::config::Config) -> io::Result<Vec<ShellHandle>> {
+    let cfgs = super::from_config::shell_configs(config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    cfgs.into_iter().map(spawn).collect()
+}
+
+struct Shell {
+    cfg: ShellConfig,
+    iface: Interface,
+    groups: Groups,
+    epoch: Instant,
+    sock: Socket,
+    frames: FrameSender,
+    arp_ring: Option<Ring>,
+    macvlan: bool,
+    vips_installed: bool,
+    drops: Counters<{ Drop::COUNT }>,
+    transitions: u64,
+    status: Arc<Mutex<Status>>,
+    ownership: Arc<ArcSwap<Ownership>>,
+    buf: Vec<u8>,
+}
+
+impl Shell {
+    fn new(
+        cfg: ShellConfig,
+        iface: Interface,
+        status: Arc<Mutex<Status>>,
+        ownership: Arc<ArcSwap<Ownership>>,
+    ) -> io::Result<Self> {
+        let sock = open_socket(&cfg)?;
+        let frames = FrameSender::new(&cfg.carpdev)?;
+        let arp_ring = if iface.balancing() == Balancing::Arp && !cfg.iface.v4.is_empty() {
+            let vips = cfg.iface.v4.iter().map(|a| IpAddr::V4(*a)).collect();
+            let filter = crate::sys::cbpf::compile(&crate::sys::cbpf::FilterConfig {
+                vips,
+                ..Default::default()
+            })
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+            let ring_cfg = RingConfig {
+                block_size: 1 << 16,
+                block_nr: 4,
+                retire_ms: 1,
+                ..Default::default()
+            };
+            Some(Ring::new(&cfg.carpdev, &filter, &ring_cfg)?)
+        } else {
+            None
+        };
+        let mut groups = Groups::new();
+        for (g, n) in &cfg.group_demote {
+            groups.adjust_saturating(g, i32::from(*n));
+        }
+        let mut s = Self {
+            macvlan: cfg.vip_mode == VipMode::Macvlan && iface.balancing() == Balancing::None,
+            cfg,
+            iface,
+            groups,
+            epoch: Instant::now(),
+            sock,
+            frames,
+            arp_ring,
+            vips_installed: false,
+            drops: Counters::default(),
+            transitions: 0,
+            status,
+            ownership,
+            buf: vec![0; 2048],
+        };
+        if s.macvlan {
+            s.create_macvlan()?;
+        }
+        let now = s.now();
+        let sum = s.groups.sum(s.iface.groups());
+        s.iface.set_group_demote(now, sum);
+        s.iface.set_up(now, true);
+        s.drain(now);
+        Ok(s)
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn run(&mut self, rx: &Receiver<Command>) -> io::Result<()> {
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if let Some(r) = self.command(c) {
+                            return r;
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    // The handle is gone without a word: bow out.
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        return self.command(Command::Shutdown).unwrap_or(Ok(()));
+                    }
+                }
+            }
+            let now = self.now();
+            let mut wait = self
+                .iface
+                .poll_timeout()
+                .map_or(MAX_WAIT, |t| t.saturating_sub(now))
+                .min(MAX_WAIT);
+            if self.arp_ring.is_some() {
+                wait = wait.min(ARP_POLL);
+            }
+            // A zero read timeout means "block forever" to the kernel.
+            self.sock
+                .set_read_timeout(Some(wait.max(Duration::from_micros(100))))?;
+            self.receive_one();
+            let now = self.now();
+            if self.iface.poll_timeout().is_some_and(|t| t <= now) {
+                self.iface.handle_timeout(now);
+            }
+            self.answer_arp();
+            self.drain(now);
+        }
+    }
+
+    /// Handles a command; `Some` ends the thread with that result.
+    fn command(&mut self, c: Command) -> Option<io::Result<()>> {
+        let now = self.now();
+        match c {
+            Command::Demote {
+                group,
+                delta,
+                reply,
+            } => {
+                let r = self.groups.adjust(&group, delta);
+                let sum = self.groups.sum(self.iface.groups());
+                self.iface.set_group_demote(now, sum);
+                let _ = reply.send(r);
+            }
+            Command::Force(s) => self.iface.force_state(now, s),
+            Command::Shutdown => {
+                self.iface.set_up(now, false);
+                self.drain(now);
+                return Some(Ok(()));
+            }
+            Command::Crash => return Some(Ok(())),
+        }
+        self.drain(now);
+        None
+    }
+
+    /// Reads at most one datagram (waiting up to the socket's read timeout) into the core.
+    fn receive_one(&mut self) {
+        let n = match (&self.sock).read(&mut self.buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => {
+                self.drops.add(Drop::DropRecvError.index(), 1);
+                return;
+            }
+        };
+        let now = self.now();
+        let dgram = self.buf.get(..n).unwrap_or(&[]);
+        match parse_ipv4(dgram) {
+            Some((ttl, multicast, payload)) => {
+                let rx = super::Received {
+                    af: Af::V4,
+                    ttl,
+                    multicast,
+                    // One socket on the parent serves both: multicast ads count as "on the
+                    // carp interface", unicast carppeer ads as "on the parent" (precheck).
+                    on_carp_interface: multicast,
+                    payload,
+                };
+                // Rejects are counted by the core.
+                let _ = self.iface.handle_advert(now, &rx);
+            }
+            None => self.drops.add(Drop::DropShortIp.index(), 1),
+        }
+    }
+
+    /// Balancing arp: answer pending ARP requests for the VIPs (`carp_iamatch`).
+    fn answer_arp(&mut self) {
+        let Some(ring) = self.arp_ring.as_mut() else {
+            return;
+        };
+        let own = self.iface.ownership();
+        let vips = &self.cfg.iface.v4;
+        let mut replies: Vec<[u8; MIN_FRAME]> = Vec::new();
+        let mut bad = 0u64;
+        let mut not_ours = 0u64;
+        ring.recv_with(64, |frame, _| {
+            let Some(req) = ethernet::Repr::parse(frame)
+                .ok()
+                .filter(|e| e.ethertype == ethernet::ETHERTYPE_ARP)
+                .and_then(|e| frame.get(e.buffer_len()..))
+                .and_then(|p| arp::Repr::parse(p).ok())
+            else {
+                bad += 1;
+                return true;
+            };
+            if req.op != arp::OP_REQUEST || !vips.contains(&req.target_ip) {
+                return true;
+            }
+            match own.arp_reply(req.sender_mac) {
+                Some(mac) => {
+                    let reply = arp::Repr {
+                        op: arp::OP_REPLY,
+                        sender_mac: mac,
+                        sender_ip: req.target_ip,
+                        target_mac: req.sender_mac,
+                        target_ip: req.sender_ip,
+                    };
+                    if let Some(f) = arp_frame(req.sender_mac, mac, &reply) {
+                        replies.push(f);
+                    }
+                }
+                None => not_ours += 1,
+            }
+            true
+        });
+        self.drops.add(Drop::DropBadArp.index(), bad);
+        self.drops.add(Drop::DropArpNotOurs.index(), not_ours);
+        if !replies.is_empty() {
+            let _ = self.frames.send(replies.iter().map(|f| &f[..]));
+        }
+    }
+
+    /// Drains transmits and events, then publishes status and ownership.
+    fn drain(&mut self, now: Duration) {
+        while let Some(t) = self.iface.poll_transmit() {
+            match t {
+                Transmit::Advert { af: Af::V4, repr } => {
+                    let bytes = repr.to_bytes();
+                    let dst = SocketAddrV4::new(self.iface.destination_v4(), 0);
+                    let ok = self
+                        .sock
+                        .send_to(&bytes, &SocketAddr::V4(dst).into())
+                        .is_ok();
+                    self.iface.handle_send_result(now, ok);
+                }
+                // IPv6 advertisements are not sent yet (module doc); not an error of the link.
+                Transmit::Advert { af: Af::V6, .. } => {}
+                Transmit::GratuitousArp { mac } => self.send_garp(mac),
+                Transmit::NeighborAdvert { .. } => {}
+            }
+        }
+        let mut changed = false;
+        while let Some(e) = self.iface.poll_event() {
+            match e {
+                Event::StateChanged { .. } => {
+                    self.transitions += 1;
+                    changed = true;
+                }
+                Event::DemoteRequest { delta } => {
+                    let groups: Vec<String> = self.iface.groups().map(str::to_owned).collect();
+                    for g in &groups {
+                        self.groups.adjust_saturating(g, delta);
+                    }
+                    let sum = self.groups.sum(self.iface.groups());
+                    self.iface.set_group_demote(now, sum);
+                }
+            }
+        }
+        if changed {
+            self.sync_vips();
+            self.ownership.store(Arc::new(self.iface.ownership()));
+            // Addresses changed after the GARP was queued; send it again now that the VIP is
+            // really ours, so the first GARP is not answered by a kernel without the VIP.
+        }
+        self.publish();
+    }
+
+    fn send_garp(&mut self, mac: [u8; 6]) {
+        for vip in &self.cfg.iface.v4 {
+            let req = arp::Repr {
+                op: arp::OP_REQUEST,
+                sender_mac: mac,
+                sender_ip: *vip,
+                target_mac: [0; 6],
+                target_ip: *vip,
+            };
+            if let Some(f) = arp_frame([0xff; 6], mac, &req) {
+                let _ = self.frames.send([&f[..]]);
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let name = &self.cfg.name;
+        let demote = self.iface.demote();
+        let advbase = self.iface.advbase();
+        let bal = balancing_name(self.iface.balancing());
+        let vhosts = self
+            .iface
+            .vhosts()
+            .iter()
+            .map(|v| CarpVhost {
+                interface: name.clone(),
+                vhid: v.vhid(),
+                state: state_name(v.state()).to_owned(),
+                advbase,
+                advskew: v.advskew(),
+                demote,
+                balancing: bal.to_owned(),
+            })
+            .collect();
+        let mut counters: Vec<(String, u64)> = Vec::new();
+        for r in Reject::ALL {
+            counters.push((r.name().to_owned(), self.iface.rejects().get(r.index())));
+        }
+        for s in Stat::ALL {
+            counters.push((s.name().to_owned(), self.iface.stats().get(s.index())));
+        }
+        for d in Drop::ALL {
+            counters.push((d.name().to_owned(), self.drops.get(d.index())));
+        }
+        counters.push(("transitions".to_owned(), self.transitions));
+        if let Ok(mut s) = self.status.lock() {
+            s.vhosts = vhosts;
+            s.counters = counters;
+            s.transitions = self.transitions;
+        }
+    }
+
+    /// Puts the VIPs on the macvlan when MASTER, removes them otherwise.
+    fn sync_vips(&mut self) {
+        if !self.macvlan {
+            return;
+        }
+        let master = self
+            .iface
+            .vhosts()
+            .first()
+            .is_some_and(|v| v.state() == State::Master);
+        if master == self.vips_installed {
+            return;
+        }
+        let verb = if master { "add" } else { "del" };
+        let addrs: Vec<String> = self.vip_cidrs();
+        for a in &addrs {
+            let mut args = vec!["addr", verb, a.as_str(), "dev", self.cfg.name.as_str()];
+            if master && a.contains(':') {
+                args.push("nodad");
+            }
+            let _ = ip(&args);
+        }
+        self.vips_installed = master;
+        if master {
+            // The GARP the core queued went out before the address was there; repeat it now
+            // that the kernel will answer for the VIP (the core's delayed GARP follows).
+            let mac = self.iface.lladdr();
+            self.send_garp(mac);
+        }
+    }
+
+    fn vip_cidrs(&self) -> Vec<String> {
+        let v4 = self.cfg.iface.v4.iter().map(|a| IpAddr::V4(*a));
+        let v6 = self.cfg.iface.v6.iter().map(|a| IpAddr::V6(*a));
+        v4.chain(v6)
+            .enumerate()
+            .map(|(i, a)| {
+                let def = if a.is_ipv4() { 32 } else { 128 };
+                let len = self.cfg.prefix_len.get(i).copied().unwrap_or(def);
+                format!("{a}/{len}")
+            })
+            .collect()
+    }
+
+    fn create_macvlan(&mut self) -> io::Result<()> {
+        let name = self.cfg.name.clone();
+        // A leftover from a killed daemon: remove it.
+        let _ = ip(&["link", "del", &name]);
+        ip(&[
+            "link",
+            "add",
+            &name,
+            "link",
+            &self.cfg.carpdev,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ])?;
+        let mac = crate::lab::mac_string(self.iface.lladdr());
+        ip(&["link", "set", &name, "address", &mac])?;
+        ip(&["link", "set", &name, "addrgenmode", "none"])?;
+        for dev in [self.cfg.carpdev.as_str(), name.as_str()] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/arp_ignore"), "1")?;
+        }
+        ip(&["link", "set", &name, "up"])?;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        if self.macvlan {
+            let _ = ip(&["link", "del", &self.cfg.name]);
+        }
+        self.vips_installed = false;
+    }
+}
+
+/// One random replay cookie per vhost (ip_carp.c draws `vhe_replay_cookie` with arc4random).
+fn random_cookies(n: usize) -> io::Result<Vec<[u8; 8]>> {
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    (0..n)
+        .map(|_| {
+            let mut c = [0u8; 8];
+            f.read_exact(&mut c).map(|()| c)
+        })
+        .collect()
+}
+
+/// Runs `ip ARGS` in the calling thread's namespace (a forked child inherits it).
+fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Process::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The raw IPv4 socket for protocol 112 (feasibility.md §5): bound to the carpdev, TTL and
+/// multicast TTL 255 (the multicast TTL defaults to 1), no multicast loop (our own ads would
+/// only count as `loop`), joined to 224.0.0.18 unless a unicast carppeer is set.
+fn open_socket(cfg: &ShellConfig) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(wire_carp::IPPROTO_CARP))),
+    )?;
+    s.bind_device(Some(cfg.carpdev.as_bytes()))?;
+    s.set_ttl_v4(u32::from(wire_carp::TTL))?;
+    s.set_multicast_ttl_v4(u32::from(wire_carp::TTL))?;
+    s.set_multicast_loop_v4(false)?;
+    // SO_BINDTODEVICE also picks the output interface of multicast ads.
+    let ifindex = crate::sys::afxdp::ifindex(&cfg.carpdev)?;
+    if cfg.iface.peer.is_none_or(|p| p.is_multicast()) {
+        let group = cfg.iface.peer.unwrap_or(wire_carp::GROUP_V4);
+        s.join_multicast_v4_n(&group, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
+    }
+    Ok(s)
+}
+
+/// TTL, multicast destination and payload of a raw-socket IPv4 datagram (header included).
+fn parse_ipv4(d: &[u8]) -> Option<(u8, bool, &[u8])> {
+    if d.len() < ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let vi = *d.get(ipv4::VER_IHL)?;
+    if vi >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(vi & 0x0f) * 4;
+    let ttl = *d.get(ipv4::TTL)?;
+    let dst: [u8; 4] = d.get(ipv4::DST)?.try_into().ok()?;
+    let payload = d.get(ihl.max(ipv4::MIN_HEADER_LEN)..)?;
+    Some((ttl, Ipv4Addr::from(dst).is_multicast(), payload))
+}
+
+/// An Ethernet + ARP frame, padded to the Ethernet minimum.
+fn arp_frame(dst: [u8; 6], src: [u8; 6], a: &arp::Repr) -> Option<[u8; MIN_FRAME]> {
+    let mut f = [0u8; MIN_FRAME];
+    let eth = ethernet::Repr {
+        dst,
+        src,
+        tags: [None; ethernet::MAX_TAGS],
+        ethertype: ethernet::ETHERTYPE_ARP,
+    };
+    eth.emit(&mut f).ok()?;
+    a.emit(f.get_mut(ethernet::HEADER_LEN..)?).ok()?;
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_header(ttl: u8, dst: [u8; 4], ihl_words: u8) -> Vec<u8> {
+        let mut h = vec![0u8; usize::from(ihl_words) * 4];
+        h[0] = 0x40 | ihl_words;
+        h[8] = ttl;
+        h[16..20].copy_from_slice(&dst);
+        h.extend_from_slice(&[0xaa; 36]);
+        h
+    }
+
+    #[test]
+    fn parse_ipv4_reads_ttl_dst_and_skips_options() {
+        let d = v4_header(255, [224, 0, 0, 18], 5);
+        let (ttl, mc, p) = parse_ipv4(&d).unwrap();
+        assert_eq!((ttl, mc, p.len()), (255, true, 36));
+        let d = v4_header(64, [198, 18, 0, 2], 6);
+        let (ttl, mc, p) = parse_ipv4(&d).unwrap();
+        assert_eq!((ttl, mc, p.len()), (64, false, 36));
+        // IHL 15 words (60 bytes) but only 56 bytes present after truncation.
+        let mut d = v4_header(255, [224, 0, 0, 18], 5);
+        d[0] = 0x4f;
+        assert!(parse_ipv4(&d[..56]).is_none());
+        let mut v6 = v4_header(255, [224, 0, 0, 18], 5);
+        v6[0] = 0x65;
+        assert!(parse_ipv4(&v6).is_none());
+    }
+
+    #[test]
+    fn parse_ipv4_every_truncation() {
+        let d = v4_header(255, [224, 0, 0, 18], 5);
+        for n in 0..ipv4::MIN_HEADER_LEN {
+            assert!(parse_ipv4(&d[..n]).is_none(), "len {n}");
+        }
+        for n in ipv4::MIN_HEADER_LEN..=d.len() {
+            let (_, _, p) = parse_ipv4(&d[..n]).unwrap();
+            assert_eq!(p.len(), n - ipv4::MIN_HEADER_LEN);
+        }
+    }
+
+    #[test]
+    fn garp_frame_golden() {
+        let mac = [0, 0, 0x5e, 0, 1, 7];
+        let vip = Ipv4Addr::new(198, 18, 0, 10);
+        let req = arp::Repr {
+            op: arp::OP_REQUEST,
+            sender_mac: mac,
+            sender_ip: vip,
+            target_mac: [0; 6],
+            target_ip: vip,
+        };
+        let f = arp_frame([0xff; 6], mac, &req).unwrap();
+        let want: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x5e, 0, 1, 7, 0x08, 0x06, // ethernet
+            0, 1, 0x08, 0, 6, 4, 0, 1, // htype ptype hlen plen op=request
+            0, 0, 0x5e, 0, 1, 7, 198, 18, 0, 10, // sender
+            0, 0, 0, 0, 0, 0, 198, 18, 0, 10, // target
+        ];
+        assert_eq!(&f[..42], &want[..]);
+        assert!(f[42..].iter().all(|b| *b == 0), "padding");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(state_name(State::Master), "MASTER");
+        for s in [State::Init, State::Backup, State::Master] {
+            assert_eq!(parse_state(state_name(s)), Some(s));
+        }
+        assert_eq!(balancing_name(Balancing::IpStealth), "ip-stealth");
+        let names: Vec<&str> = Drop::ALL.iter().map(|d| d.name()).collect();
+        assert!(names.iter().all(|n| n.starts_with("drop_")));
+    }
+}
