@@ -58,8 +58,19 @@ fn topology(tag: &str, nodes: usize) -> Lab {
     let refs: Vec<&str> = ports.iter().map(String::as_str).collect();
     lab.bridge("br", "br0", &refs).unwrap();
     // Flood unregistered multicast (balancing ip's 01:00:5e:00:01:VHID) without a querier.
-    lab.ip("br", &["link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
-        .unwrap();
+    lab.ip(
+        "br",
+        &[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    )
+    .unwrap();
     lab.addr("c", "eth0", &format!("{CLIENT}/24")).unwrap();
     lab
 }
@@ -139,8 +150,18 @@ fn tshark_decodes_adverts_on_the_wire() {
     lab.exec(
         "br",
         &[
-            "tshark", "-q", "-i", "br0", "-f", "ip proto 112", "-a", "duration:3", "-F", "pcap",
-            "-w", &p,
+            "tshark",
+            "-q",
+            "-i",
+            "br0",
+            "-f",
+            "ip proto 112",
+            "-a",
+            "duration:3",
+            "-F",
+            "pcap",
+            "-w",
+            &p,
         ],
     )
     .unwrap();
@@ -148,10 +169,35 @@ fn tshark_decodes_adverts_on_the_wire() {
         .exec(
             "br",
             &[
-                "tshark", "-r", &p, "-o", "ip.try_heuristic_first:TRUE", "-Y", "carp", "-T",
-                "fields", "-e", "ip.ttl", "-e", "ip.dst", "-e", "carp.version", "-e", "carp.type",
-                "-e", "carp.vhid", "-e", "carp.advskew", "-e", "carp.authlen", "-e",
-                "carp.demotion", "-e", "carp.adver_int", "-e", "carp.checksum.status",
+                "tshark",
+                "-r",
+                &p,
+                "-o",
+                "ip.try_heuristic_first:TRUE",
+                "-Y",
+                "carp",
+                "-T",
+                "fields",
+                "-e",
+                "ip.ttl",
+                "-e",
+                "ip.dst",
+                "-e",
+                "carp.version",
+                "-e",
+                "carp.type",
+                "-e",
+                "carp.vhid",
+                "-e",
+                "carp.advskew",
+                "-e",
+                "carp.authlen",
+                "-e",
+                "carp.demotion",
+                "-e",
+                "carp.adver_int",
+                "-e",
+                "carp.checksum.status",
             ],
         )
         .unwrap();
@@ -222,7 +268,10 @@ fn three_nodes_elect_fail_over_preempt_and_demote() {
         states(&[&h1, &h2, &h3], 1) == [b, m, b]
     });
     assert!(ping_vip(&lab), "VIP answers after demotion");
-    assert!(h1.demote("carp", -2).unwrap().is_err(), "below 0 is refused");
+    assert!(
+        h1.demote("carp", -2).unwrap().is_err(),
+        "below 0 is refused"
+    );
     h1.demote("carp", -1).unwrap().unwrap();
     wait_for(Duration::from_secs(5), "undemoted n1 preempts", || {
         states(&[&h1, &h2, &h3], 1) == [m, b, b]
@@ -251,7 +300,11 @@ fn three_nodes_elect_fail_over_preempt_and_demote() {
     wait_for(Duration::from_secs(5), "n2 after bow-out", || {
         states(&[&h2], 1) == [m]
     });
-    assert!(t0.elapsed() < Duration::from_millis(1000), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(!has_vip(&lab, "n1", "carp0"));
     drop((h2, h3));
 }
@@ -290,8 +343,27 @@ fn ucarp_and_carpio_fail_over_both_ways() {
         lab.spawn(
             "n1",
             &[
-                "ucarp", "-i", "eth0", "-s", "198.18.5.1", "-v", "1", "-p", "secret", "-a",
-                "198.18.5.10", "-b", "1", "-k", skew, "-u", &up, "-d", &down, "-z", "-P",
+                "ucarp",
+                "-i",
+                "eth0",
+                "-s",
+                "198.18.5.1",
+                "-v",
+                "1",
+                "-p",
+                "secret",
+                "-a",
+                "198.18.5.10",
+                "-b",
+                "1",
+                "-k",
+                skew,
+                "-u",
+                &up,
+                "-d",
+                &down,
+                "-z",
+                "-P",
             ],
         )
         .unwrap()
@@ -406,7 +478,9 @@ fn balancing_ip_splits_client_traffic() {
     assert_eq!(o1.lladdr, [1, 0, 0x5e, 0, 1, 1], "multicast leader MAC");
     assert_eq!((o1.lsmask, h2.ownership().load().lsmask), (0b01, 0b10));
     lab.neigh("c", "eth0", VIP, o1.lladdr).unwrap();
-    let sources: Vec<Ipv4Addr> = (0..32u8).map(|i| Ipv4Addr::new(198, 18, 5, 160 + i)).collect();
+    let sources: Vec<Ipv4Addr> = (0..32u8)
+        .map(|i| Ipv4Addr::new(198, 18, 5, 160 + i))
+        .collect();
     for s in &sources {
         lab.addr("c", "eth0", &format!("{s}/24")).unwrap();
     }
@@ -435,7 +509,11 @@ fn balancing_ip_splits_client_traffic() {
         let bb = c2.get(s).copied().unwrap_or_default();
         assert_eq!(a.0 + a.1, 3, "n1 saw every datagram from {s}: {a:?}");
         assert_eq!(bb.0 + bb.1, 3, "n2 saw every datagram from {s}: {bb:?}");
-        assert_eq!(a.0 + bb.0, 3, "{s}: accepted by exactly one node ({a:?} {bb:?})");
+        assert_eq!(
+            a.0 + bb.0,
+            3,
+            "{s}: accepted by exactly one node ({a:?} {bb:?})"
+        );
         assert!(a.0 == 0 || bb.0 == 0, "{s} split across nodes");
         n1 += a.0;
         n2 += bb.0;

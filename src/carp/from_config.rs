@@ -107,7 +107,9 @@ pub fn shell_config(c: &CarpConfig, groups: &[config::GroupConfig]) -> Result<Sh
     };
     let group_demote = groups
         .iter()
-        .filter(|g| g.demote > 0 && (g.name == super::groups::CARP_GROUP || c.groups.contains(&g.name)))
+        .filter(|g| {
+            g.demote > 0 && (g.name == super::groups::CARP_GROUP || c.groups.contains(&g.name))
+        })
         .map(|g| (g.name.clone(), g.demote))
         .collect();
     Ok(ShellConfig {
@@ -158,7 +160,13 @@ mod tests {
         assert_eq!(s.netns, None);
         assert_eq!(s.vip_mode, VipMode::Macvlan);
         let i = &s.iface;
-        assert_eq!(i.nodes, [NodeConfig { vhid: 7, advskew: 100 }]);
+        assert_eq!(
+            i.nodes,
+            [NodeConfig {
+                vhid: 7,
+                advskew: 100
+            }]
+        );
         assert_eq!(i.advbase, 2);
         assert_eq!(i.passphrase, b"sekrit");
         assert_eq!(
@@ -183,7 +191,12 @@ mod tests {
              carp carp1 { carpdev eth1, carpnodes 3:0,4:0, balancing ip, address 198.18.1.10/24 }\n",
         );
         let s = shell_configs(&c).unwrap();
-        let nodes: Vec<(u8, u8)> = s[0].iface.nodes.iter().map(|n| (n.vhid, n.advskew)).collect();
+        let nodes: Vec<(u8, u8)> = s[0]
+            .iface
+            .nodes
+            .iter()
+            .map(|n| (n.vhid, n.advskew))
+            .collect();
         assert_eq!(nodes, [(1, 0), (2, 100)]);
         assert_eq!(s[0].iface.balancing, Balancing::Arp);
         assert_eq!(s[1].iface.balancing, Balancing::Ip);
@@ -214,10 +227,7 @@ mod tests {
         );
         let mut b = block();
         b.carppeer = Some("2001:db8::2".parse().unwrap());
-        assert!(matches!(
-            shell_config(&b, &[]),
-            Err(Error::Ipv6Peer { .. })
-        ));
+        assert!(matches!(shell_config(&b, &[]), Err(Error::Ipv6Peer { .. })));
         let mut b = block();
         b.addresses.clear();
         assert!(matches!(

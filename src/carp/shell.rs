@@ -481,7 +481,12 @@ impl Shell {
     fn receive_one(&mut self) {
         let n = match (&self.sock).read(&mut self.buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
