@@ -617,3 +617,103 @@ fn balancing_arp_answers_disjoint_requesters() {
     );
     assert!(counter(&h1, "drop_arp_not_ours") > 0);
 }
+
+/// IPv6 only (VIP 2001:db8::10): ads to ff02::12 with hop limit 255 (checked by tshark), an
+/// election, a crashed master taken over, the VIP answering ping6 in each phase (the new
+/// master's unsolicited NA moves the client's neighbour entry).
+#[test]
+fn ipv6_election_takeover_and_na() {
+    let _g = lock();
+    need("tshark");
+    need("ping");
+    let lab = topology("cv6", 2);
+    let vip6 = "2001:db8::10";
+    for (n, a) in [
+        ("c", "2001:db8::100/64"),
+        ("n1", "2001:db8::1/64"),
+        ("n2", "2001:db8::2/64"),
+    ] {
+        lab.ip(n, &["addr", "add", a, "dev", "eth0", "nodad"])
+            .unwrap();
+    }
+    let mk = |n: &str, skew: u8| {
+        let mut c = node_cfg(&lab, n, &[(6, skew)], 0, false);
+        c.iface.v4.clear();
+        c.iface.v6 = vec![vip6.parse().unwrap()];
+        c.prefix_len = vec![64];
+        shell::spawn(c).unwrap()
+    };
+    let h1 = mk("n1", 30);
+    let h2 = mk("n2", 90);
+    let m = Some(State::Master);
+    let b = Some(State::Backup);
+    wait_for(Duration::from_secs(5), "n1 master over IPv6", || {
+        states(&[&h1, &h2], 6) == [m, b]
+    });
+    let ping6 = || {
+        lab.exec("c", &["ping", "-6", "-c", "1", "-W", "1", vip6])
+            .is_ok()
+    };
+    wait_for(Duration::from_secs(3), "VIP answers ping6 (n1)", ping6);
+    let path = std::env::temp_dir().join(format!("carpio-e2e-carp6-{}.pcap", std::process::id()));
+    let p = path.to_string_lossy().into_owned();
+    lab.exec(
+        "br",
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "br0",
+            "-f",
+            "ip6 proto 112",
+            "-a",
+            "duration:1",
+            "-F",
+            "pcap",
+            "-w",
+            &p,
+        ],
+    )
+    .unwrap();
+    let fields = lab
+        .exec(
+            "br",
+            &[
+                "tshark",
+                "-r",
+                &p,
+                "-o",
+                "ip.try_heuristic_first:TRUE",
+                "-d",
+                "ip.proto==112,carp",
+                "-T",
+                "fields",
+                "-e",
+                "ipv6.hlim",
+                "-e",
+                "ipv6.dst",
+                "-e",
+                "carp.vhid",
+                "-e",
+                "carp.advskew",
+                "-e",
+                "carp.checksum.status",
+            ],
+        )
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&fields.stdout);
+    // advbase 0, skew 30: an ad every 117 ms, so several in 1 s, all from the master.
+    assert!(text.lines().count() >= 3, "{text}");
+    for l in text.lines() {
+        assert_eq!(l, "255\tff02::12\t6\t30\t1", "{text}");
+    }
+    assert_eq!(counter(&h2, "badttl"), 0);
+    assert!(counter(&h2, "ipackets6") >= 3);
+    h1.crash().unwrap();
+    wait_for(Duration::from_secs(5), "n2 takes over over IPv6", || {
+        states(&[&h2], 6) == [m]
+    });
+    wait_for(Duration::from_secs(3), "VIP answers ping6 (n2)", ping6);
+    assert!(counter(&h2, "opackets6") > 0);
+}

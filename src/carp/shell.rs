@@ -40,14 +40,17 @@
 //! With balancing `arp` the shell answers ARP requests for the VIPs itself, with the MAC that
 //! [`Ownership::arp_reply`] chooses for the requester.
 //!
-//! Not done here: IPv6 advertisements (ff02::12) and unsolicited NAs; an IPv6 VIP is put on the
-//! macvlan but advertised only over IPv4.
+//! IPv6: with an IPv6 VIP, a second raw socket (protocol 112, hop limit 255, joined to
+//! ff02::12 on the carpdev, `IPV6_RECVHOPLIMIT` for the receive check) carries the IPv6 ads,
+//! and takeover sends an unsolicited neighbour advertisement (Override) per IPv6 VIP to ff02::1
+//! through the AF_PACKET sender (RFC 4861 §7.2.6).
 //!
 //! Nothing here panics on network input: received packets are length-checked before any field
 //! is read, and every reject is a named [`Reject`] or [`Drop`] counter.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::process::{Command as Process, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -67,8 +70,9 @@ pub type ChangeResult = Result<Change, DemoteError>;
 use crate::counters::Counters;
 use crate::ctl::proto::CarpVhost;
 use crate::sys::afpacket::{Ring, RingConfig, Sender as FrameSender};
+use crate::sys::rawip;
 use crate::wire::classify::Af;
-use crate::wire::{arp, carp as wire_carp, ethernet};
+use crate::wire::{arp, carp as wire_carp, ethernet, icmpv6, ipv6};
 
 crate::named_counters! {
     /// Packets the shell itself drops before the protocol core sees them.
@@ -95,10 +99,20 @@ mod ipv4 {
 
 /// Shortest Ethernet frame without FCS; ARP frames are padded to it.
 const MIN_FRAME: usize = 60;
+/// Datagrams read per readable socket before looking at timers again.
+const RECV_BATCH: usize = 64;
+/// ICMPv6 type of a neighbour advertisement (RFC 4861 §4.4).
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+/// The Override flag in the NA's first word.
+const NA_FLAG_OVERRIDE: u32 = 0x2000_0000;
+/// Option type "target link-layer address" (RFC 4861 §4.6.1).
+const ND_OPT_TARGET_LL: u8 = 2;
+/// NA length: 8-byte header, 16-byte target, 8-byte link-layer option.
+const NA_LEN: usize = 32;
+const NA_FRAME: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + NA_LEN;
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// Longest sleep between two looks at the command channel.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// Poll period of the ARP ring while balancing arp.
-const ARP_POLL: Duration = Duration::from_millis(5);
 
 /// How the shell puts the VIPs on the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +355,8 @@ struct Shell {
     groups: Groups,
     epoch: Instant,
     sock: Socket,
+    sock6: Option<Socket>,
+    ifindex: u32,
     frames: FrameSender,
     arp_ring: Option<Ring>,
     macvlan: bool,
@@ -360,6 +376,12 @@ impl Shell {
         ownership: Arc<ArcSwap<Ownership>>,
     ) -> io::Result<Self> {
         let sock = open_socket(&cfg)?;
+        let sock6 = if cfg.iface.v6.is_empty() {
+            None
+        } else {
+            Some(open_socket6(&cfg)?)
+        };
+        let ifindex = crate::sys::afxdp::ifindex(&cfg.carpdev)?;
         let frames = FrameSender::new(&cfg.carpdev)?;
         let arp_ring = if iface.balancing() == Balancing::Arp && !cfg.iface.v4.is_empty() {
             let vips = cfg.iface.v4.iter().map(|a| IpAddr::V4(*a)).collect();
@@ -389,6 +411,8 @@ impl Shell {
             groups,
             epoch: Instant::now(),
             sock,
+            sock6,
+            ifindex,
             frames,
             arp_ring,
             vips_installed: false,
@@ -430,18 +454,31 @@ impl Shell {
                 }
             }
             let now = self.now();
-            let mut wait = self
+            // poll(2) counts milliseconds: round up so a timer is never polled early in a loop.
+            let wait = self
                 .iface
                 .poll_timeout()
-                .map_or(MAX_WAIT, |t| t.saturating_sub(now))
+                .map_or(MAX_WAIT, |t| {
+                    t.saturating_sub(now) + Duration::from_micros(999)
+                })
                 .min(MAX_WAIT);
-            if self.arp_ring.is_some() {
-                wait = wait.min(ARP_POLL);
+            let mut fds = [self.sock.as_raw_fd(), -1, -1];
+            let mut n = 1;
+            if let Some(s) = &self.sock6 {
+                fds[n] = s.as_raw_fd();
+                n += 1;
             }
-            // A zero read timeout means "block forever" to the kernel.
-            self.sock
-                .set_read_timeout(Some(wait.max(Duration::from_micros(100))))?;
-            self.receive_one();
+            if let Some(r) = &self.arp_ring {
+                fds[n] = r.as_raw_fd();
+                n += 1;
+            }
+            let ready = rawip::readable(fds.get(..n).unwrap_or(&[]), wait)?;
+            if ready & 1 != 0 {
+                self.receive_v4();
+            }
+            if self.sock6.is_some() && ready & 2 != 0 {
+                self.receive_v6();
+            }
             let now = self.now();
             if self.iface.poll_timeout().is_some_and(|t| t <= now) {
                 self.iface.handle_timeout(now);
@@ -477,24 +514,49 @@ impl Shell {
         None
     }
 
-    /// Reads at most one datagram (waiting up to the socket's read timeout) into the core.
-    fn receive_one(&mut self) {
-        let n = match (&self.sock).read(&mut self.buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(_) => {
-                self.drops.add(Drop::DropRecvError.index(), 1);
-                return;
-            }
+    /// Reads the queued IPv4 datagrams (at most a batch) into the core.
+    fn receive_v4(&mut self) {
+        for _ in 0..RECV_BATCH {
+            let n = match (&self.sock).read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if is_transient(&e) => return,
+                Err(_) => {
+                    self.drops.add(Drop::DropRecvError.index(), 1);
+                    return;
+                }
+            };
+            self.handle_v4(n);
+        }
+    }
+
+    /// Reads the queued IPv6 datagrams (payload only, hop limit from ancillary data).
+    fn receive_v6(&mut self) {
+        let Some(fd) = self.sock6.as_ref().map(|s| s.as_raw_fd()) else {
+            return;
         };
+        for _ in 0..RECV_BATCH {
+            let (n, hops) = match rawip::recv_hoplimit(fd, &mut self.buf) {
+                Ok(r) => r,
+                Err(e) if is_transient(&e) => return,
+                Err(_) => {
+                    self.drops.add(Drop::DropRecvError.index(), 1);
+                    return;
+                }
+            };
+            let now = self.now();
+            let rx = super::Received {
+                af: Af::V6,
+                // No control message: treat as a wrong hop limit rather than trust it.
+                ttl: hops.unwrap_or(0),
+                multicast: true,
+                on_carp_interface: true,
+                payload: self.buf.get(..n).unwrap_or(&[]),
+            };
+            let _ = self.iface.handle_advert(now, &rx);
+        }
+    }
+
+    fn handle_v4(&mut self, n: usize) {
         let now = self.now();
         let dgram = self.buf.get(..n).unwrap_or(&[]);
         match parse_ipv4(dgram) {
@@ -576,9 +638,19 @@ impl Shell {
                     self.iface.handle_send_result(now, ok);
                 }
                 // IPv6 advertisements are not sent yet (module doc); not an error of the link.
-                Transmit::Advert { af: Af::V6, .. } => {}
+                Transmit::Advert { af: Af::V6, repr } => {
+                    let ok = match &self.sock6 {
+                        Some(s) => {
+                            let dst = SocketAddrV6::new(wire_carp::GROUP_V6, 0, 0, self.ifindex);
+                            s.send_to(&repr.to_bytes(), &SocketAddr::V6(dst).into())
+                                .is_ok()
+                        }
+                        None => false,
+                    };
+                    self.iface.handle_send_result(now, ok);
+                }
                 Transmit::GratuitousArp { mac } => self.send_garp(mac),
-                Transmit::NeighborAdvert { .. } => {}
+                Transmit::NeighborAdvert { mac } => self.send_na(mac),
             }
         }
         let mut changed = false;
@@ -617,6 +689,16 @@ impl Shell {
                 target_ip: *vip,
             };
             if let Some(f) = arp_frame([0xff; 6], mac, &req) {
+                let _ = self.frames.send([&f[..]]);
+            }
+        }
+    }
+
+    /// Unsolicited neighbour advertisements (RFC 4861 §7.2.6: Override set, Solicited clear,
+    /// to all-nodes ff02::1, hop limit 255, target link-layer address option).
+    fn send_na(&mut self, mac: [u8; 6]) {
+        for vip in &self.cfg.iface.v6 {
+            if let Some(f) = na_frame(mac, *vip) {
                 let _ = self.frames.send([&f[..]]);
             }
         }
@@ -687,6 +769,7 @@ impl Shell {
             // that the kernel will answer for the VIP (the core's delayed GARP follows).
             let mac = self.iface.lladdr();
             self.send_garp(mac);
+            self.send_na(mac);
         }
     }
 
@@ -765,6 +848,33 @@ fn ip(args: &[&str]) -> io::Result<()> {
     }
 }
 
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// The raw IPv6 socket for protocol 112: bound to the carpdev, hop limit 255 both ways, joined
+/// to ff02::12 there, hop limit of received ads as ancillary data, non-blocking.
+fn open_socket6(cfg: &ShellConfig) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(i32::from(wire_carp::IPPROTO_CARP))),
+    )?;
+    s.bind_device(Some(cfg.carpdev.as_bytes()))?;
+    s.set_unicast_hops_v6(u32::from(wire_carp::TTL))?;
+    s.set_multicast_hops_v6(u32::from(wire_carp::TTL))?;
+    s.set_multicast_loop_v6(false)?;
+    s.set_recv_hoplimit_v6(true)?;
+    let ifindex = crate::sys::afxdp::ifindex(&cfg.carpdev)?;
+    s.set_multicast_if_v6(ifindex)?;
+    s.join_multicast_v6(&wire_carp::GROUP_V6, ifindex)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 /// The raw IPv4 socket for protocol 112 (feasibility.md §5): bound to the carpdev, TTL and
 /// multicast TTL 255 (the multicast TTL defaults to 1), no multicast loop (our own ads would
 /// only count as `loop`), joined to 224.0.0.18 unless a unicast carppeer is set.
@@ -784,6 +894,7 @@ fn open_socket(cfg: &ShellConfig) -> io::Result<Socket> {
         let group = cfg.iface.peer.unwrap_or(wire_carp::GROUP_V4);
         s.join_multicast_v4_n(&group, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
     }
+    s.set_nonblocking(true)?;
     Ok(s)
 }
 
@@ -814,6 +925,48 @@ fn arp_frame(dst: [u8; 6], src: [u8; 6], a: &arp::Repr) -> Option<[u8; MIN_FRAME
     };
     eth.emit(&mut f).ok()?;
     a.emit(f.get_mut(ethernet::HEADER_LEN..)?).ok()?;
+    Some(f)
+}
+
+/// An unsolicited neighbour advertisement for `target` from `mac`, as one Ethernet frame.
+fn na_frame(mac: [u8; 6], target: Ipv6Addr) -> Option<[u8; NA_FRAME]> {
+    let mut f = [0u8; NA_FRAME];
+    let eth = ethernet::Repr {
+        // RFC 2464 §7: 33:33 + the low 32 bits of ff02::1.
+        dst: [0x33, 0x33, 0, 0, 0, 1],
+        src: mac,
+        tags: [None; ethernet::MAX_TAGS],
+        ethertype: ethernet::ETHERTYPE_IPV6,
+    };
+    eth.emit(&mut f).ok()?;
+    let ip = ipv6::Repr {
+        src: target,
+        dst: ALL_NODES,
+        next_header: crate::wire::proto::ICMPV6,
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: u16::try_from(NA_LEN).ok()?,
+    };
+    let ip_buf = f.get_mut(ethernet::HEADER_LEN..)?;
+    ip.emit(ip_buf).ok()?;
+    // Target address, then option 2 (target link-layer address), length 1 (8 bytes).
+    let mut data = [0u8; NA_LEN - icmpv6::HEADER_LEN];
+    let (t, opt) = data.split_at_mut(16);
+    t.copy_from_slice(&target.octets());
+    let (head, ll) = opt.split_at_mut(2);
+    head.copy_from_slice(&[ND_OPT_TARGET_LL, 1]);
+    ll.copy_from_slice(&mac);
+    let icmp = icmpv6::Repr {
+        message: icmpv6::Message::Other {
+            icmp_type: ND_NEIGHBOR_ADVERT,
+            code: 0,
+            rest: NA_FLAG_OVERRIDE,
+        },
+        data: &data,
+    };
+    icmp.emit(ip_buf.get_mut(ipv6::HEADER_LEN..)?, target, ALL_NODES)
+        .ok()?;
     Some(f)
 }
 
@@ -879,6 +1032,34 @@ mod tests {
         ];
         assert_eq!(&f[..42], &want[..]);
         assert!(f[42..].iter().all(|b| *b == 0), "padding");
+    }
+
+    #[test]
+    fn unsolicited_na_frame() {
+        let mac = [0, 0, 0x5e, 0, 1, 3];
+        let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let f = na_frame(mac, vip).unwrap();
+        let eth = ethernet::Repr::parse(&f).unwrap();
+        assert_eq!(eth.dst, [0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(eth.src, mac);
+        assert_eq!(eth.ethertype, ethernet::ETHERTYPE_IPV6);
+        let ip = ipv6::Repr::parse(&f[14..]).unwrap();
+        assert_eq!((ip.src, ip.dst, ip.hop_limit), (vip, ALL_NODES, 255));
+        assert_eq!((ip.next_header, ip.payload_len), (58, 32));
+        // Parsing verifies the ICMPv6 checksum with the pseudo-header.
+        let icmp = icmpv6::Repr::parse(&f[54..], vip, ALL_NODES).unwrap();
+        assert_eq!(
+            icmp.message,
+            icmpv6::Message::Other {
+                icmp_type: 136,
+                code: 0,
+                rest: 0x2000_0000
+            },
+            "Override set, Router and Solicited clear"
+        );
+        assert_eq!(&icmp.data[..16], &vip.octets());
+        assert_eq!(&icmp.data[16..], &[2, 1, 0, 0, 0x5e, 0, 1, 3]);
+        assert_eq!(f.len(), 86);
     }
 
     #[test]
