@@ -110,6 +110,9 @@ const ND_OPT_TARGET_LL: u8 = 2;
 /// NA length: 8-byte header, 16-byte target, 8-byte link-layer option.
 const NA_LEN: usize = 32;
 const NA_FRAME: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + NA_LEN;
+/// `IPTOS_LOWDELAY` (RFC 791 TOS byte), as `carp_send_ad` sets it.
+const IPTOS_LOWDELAY: u8 = 0x10;
+const AD_FRAME: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + wire_carp::HEADER_LEN;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// Longest sleep between two looks at the command channel.
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -356,6 +359,13 @@ struct Shell {
     epoch: Instant,
     sock: Socket,
     sock6: Option<Socket>,
+    /// Source of IPv4 ads (`carp_send_ad`: the parent's first address); `None` leaves the
+    /// choice to the kernel through the raw socket.
+    parent_v4: Option<Ipv4Addr>,
+    /// Ethernet source of ads sent as frames.
+    ad_src_mac: [u8; 6],
+    /// IPv4 identification of the next ad.
+    ip_id: u16,
     ifindex: u32,
     frames: FrameSender,
     arp_ring: Option<Ring>,
@@ -370,11 +380,26 @@ struct Shell {
 
 impl Shell {
     fn new(
-        cfg: ShellConfig,
+        mut cfg: ShellConfig,
         iface: Interface,
         status: Arc<Mutex<Status>>,
         ownership: Arc<ArcSwap<Ownership>>,
     ) -> io::Result<Self> {
+        // Now inside the namespace: learn the parent's MAC and first IPv4 address, and rebuild
+        // the core with the real MAC (it matters to the lladdr HMAC quirk).
+        let (parent_mac, parent_v4) = parent_info(&cfg.carpdev)?;
+        let iface = if cfg.iface.parent_mac == parent_mac {
+            iface
+        } else {
+            cfg.iface.parent_mac = parent_mac;
+            Interface::new(&cfg.iface)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        };
+        let ad_src_mac = match iface.balancing() {
+            // carp.4's intent for ip / ip-stealth (spec §2.2): never the virtual MAC as source.
+            Balancing::Ip | Balancing::IpStealth => parent_mac,
+            _ => iface.lladdr(),
+        };
         let sock = open_socket(&cfg)?;
         let sock6 = if cfg.iface.v6.is_empty() {
             None
@@ -412,6 +437,9 @@ impl Shell {
             epoch: Instant::now(),
             sock,
             sock6,
+            parent_v4,
+            ad_src_mac,
+            ip_id: random_u16()?,
             ifindex,
             frames,
             arp_ring,
@@ -628,6 +656,17 @@ impl Shell {
     fn drain(&mut self, now: Duration) {
         while let Some(t) = self.iface.poll_transmit() {
             match t {
+                Transmit::Advert { af: Af::V4, repr } if self.peer_is_group() => {
+                    let ok = match self.parent_v4 {
+                        Some(src) => {
+                            self.ip_id = self.ip_id.wrapping_add(1);
+                            advert_frame(self.ad_src_mac, src, self.ip_id, &repr)
+                                .is_some_and(|f| self.frames.send([&f[..]]).is_ok_and(|n| n == 1))
+                        }
+                        None => self.send_raw_v4(&repr),
+                    };
+                    self.iface.handle_send_result(now, ok);
+                }
                 Transmit::Advert { af: Af::V4, repr } => {
                     let bytes = repr.to_bytes();
                     let dst = SocketAddrV4::new(self.iface.destination_v4(), 0);
@@ -692,6 +731,17 @@ impl Shell {
                 let _ = self.frames.send([&f[..]]);
             }
         }
+    }
+
+    fn peer_is_group(&self) -> bool {
+        self.cfg.iface.peer.is_none()
+    }
+
+    fn send_raw_v4(&self, repr: &wire_carp::Repr) -> bool {
+        let dst = SocketAddrV4::new(self.iface.destination_v4(), 0);
+        self.sock
+            .send_to(&repr.to_bytes(), &SocketAddr::V4(dst).into())
+            .is_ok()
     }
 
     /// Unsolicited neighbour advertisements (RFC 4861 §7.2.6: Override set, Solicited clear,
@@ -830,6 +880,48 @@ fn random_cookies(n: usize) -> io::Result<Vec<[u8; 8]>> {
         .collect()
 }
 
+fn random_u16() -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u16::from_ne_bytes(b))
+}
+
+/// The parent's MAC and first IPv4 address, from `ip -o link` / `ip -o -4 addr` (the thread's
+/// namespace; sysfs would show the wrong one, sys::netns).
+fn parent_info(dev: &str) -> io::Result<([u8; 6], Option<Ipv4Addr>)> {
+    let link = ip_output(&["-o", "link", "show", "dev", dev])?;
+    let mac = word_after(&link, "link/ether")
+        .and_then(crate::lab::parse_mac)
+        .ok_or_else(|| io::Error::other(format!("{dev}: not an Ethernet interface")))?;
+    let addr = ip_output(&["-o", "-4", "addr", "show", "dev", dev])?;
+    let v4 = word_after(&addr, "inet")
+        .and_then(|w| w.split('/').next())
+        .and_then(|a| a.parse().ok());
+    Ok((mac, v4))
+}
+
+fn word_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut w = text.split_whitespace();
+    w.by_ref().find(|x| *x == key)?;
+    w.next()
+}
+
+fn ip_output(args: &[&str]) -> io::Result<String> {
+    let out = Process::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// Runs `ip ARGS` in the calling thread's namespace (a forked child inherits it).
 fn ip(args: &[&str]) -> io::Result<()> {
     let out = Process::new("ip")
@@ -925,6 +1017,47 @@ fn arp_frame(dst: [u8; 6], src: [u8; 6], a: &arp::Repr) -> Option<[u8; MIN_FRAME
     };
     eth.emit(&mut f).ok()?;
     a.emit(f.get_mut(ethernet::HEADER_LEN..)?).ok()?;
+    Some(f)
+}
+
+/// An IPv4 advertisement to 224.0.0.18 as one Ethernet frame, built as `carp_send_ad` builds
+/// it: TOS IPTOS_LOWDELAY, DF, TTL 255, protocol 112, source the parent's address, Ethernet
+/// source the carp lladdr so switches learn where the master is from every ad.
+fn advert_frame(
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    ident: u16,
+    repr: &wire_carp::Repr,
+) -> Option<[u8; AD_FRAME]> {
+    let mut f = [0u8; AD_FRAME];
+    let g = wire_carp::GROUP_V4.octets();
+    let eth = ethernet::Repr {
+        // RFC 1112 §6.4: 01:00:5e + the low 23 bits of the group.
+        dst: [0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3]],
+        src: src_mac,
+        tags: [None; ethernet::MAX_TAGS],
+        ethertype: ethernet::ETHERTYPE_IPV4,
+    };
+    eth.emit(&mut f).ok()?;
+    let ip = crate::wire::ipv4::Repr {
+        src,
+        dst: wire_carp::GROUP_V4,
+        proto: wire_carp::IPPROTO_CARP,
+        ttl: wire_carp::TTL,
+        dscp: IPTOS_LOWDELAY >> 2,
+        ecn: 0,
+        frag: crate::wire::ipv4::Fragment {
+            ident,
+            dont_frag: true,
+            more_frags: false,
+            offset: 0,
+        },
+        options: crate::wire::Options::EMPTY,
+        payload_len: u16::try_from(wire_carp::HEADER_LEN).ok()?,
+    };
+    let ip_buf = f.get_mut(ethernet::HEADER_LEN..)?;
+    ip.emit(ip_buf).ok()?;
+    repr.emit(ip_buf.get_mut(ipv4::MIN_HEADER_LEN..)?).ok()?;
     Some(f)
 }
 
@@ -1060,6 +1193,40 @@ mod tests {
         assert_eq!(&icmp.data[..16], &vip.octets());
         assert_eq!(&icmp.data[16..], &[2, 1, 0, 0, 0x5e, 0, 1, 3]);
         assert_eq!(f.len(), 86);
+    }
+
+    #[test]
+    fn advert_frame_golden() {
+        let repr = wire_carp::Repr::advertisement(42, 1, 7, 0, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let src = Ipv4Addr::new(198, 18, 5, 1);
+        let f = advert_frame([0, 0, 0x5e, 0, 1, 42], src, 0x1234, &repr).unwrap();
+        let want_head: [u8; 34] = [
+            1, 0, 0x5e, 0, 0, 18, 0, 0, 0x5e, 0, 1, 42, 0x08, 0x00, // ethernet
+            0x45, 0x10, 0, 56, 0x12, 0x34, 0x40, 0, 255,
+            112, // ver/ihl tos len id DF ttl proto
+            0, 0, // checksum, checked below
+            198, 18, 5, 1, 224, 0, 0, 18,
+        ];
+        assert_eq!(&f[..24], &want_head[..24]);
+        assert_eq!(&f[26..34], &want_head[26..34]);
+        assert_eq!(
+            crate::wire::checksum::checksum(&f[14..34]),
+            0,
+            "IPv4 checksum"
+        );
+        assert_eq!(&f[34..], &repr.to_bytes()[..]);
+        let (ttl, mc, payload) = parse_ipv4(&f[14..]).unwrap();
+        assert_eq!((ttl, mc, payload.len()), (255, true, 36));
+    }
+
+    #[test]
+    fn word_after_parses_ip_output() {
+        let link = "2: eth0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue \\    link/ether 02:11:22:33:44:55 brd ff:ff:ff:ff:ff:ff link-netns x";
+        assert_eq!(word_after(link, "link/ether"), Some("02:11:22:33:44:55"));
+        let addr = "2: eth0    inet 198.18.5.1/24 scope global eth0\\       valid_lft forever";
+        assert_eq!(word_after(addr, "inet"), Some("198.18.5.1/24"));
+        assert_eq!(word_after("", "inet"), None);
+        assert_eq!(word_after("inet", "inet"), None);
     }
 
     #[test]
