@@ -166,8 +166,18 @@ fn failover(peer: &Peer, round: usize, dir: &std::path::Path) -> std::io::Result
     if !wait(Duration::from_secs(10), || has_vip(&lab, "n1")) {
         return Err(std::io::Error::other("n1 never became master"));
     }
-    // Let the backup settle as BACKUP.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Let the backup settle as BACKUP (ucarp's backup may claim the VIP for a moment at
+    // start, feasibility.md §5): n1 alone must hold the VIP for 1.5 s in a row.
+    let mut since = Instant::now();
+    let settled = wait(Duration::from_secs(15), || {
+        if !has_vip(&lab, "n1") || has_vip(&lab, "n2") {
+            since = Instant::now();
+        }
+        since.elapsed() >= Duration::from_millis(1500)
+    });
+    if !settled {
+        return Err(std::io::Error::other("no stable master/backup pair"));
+    }
     let count = "900"; // 9 s of probes
     let mut ping = Command::new("ip")
         .args(["netns", "exec", &lab.ns_name("c")])
@@ -199,6 +209,9 @@ fn failover(peer: &Peer, round: usize, dir: &std::path::Path) -> std::io::Result
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
+    if has_vip(&lab, "n2") {
+        return Err(std::io::Error::other("n2 held the VIP before the kill"));
+    }
     lab.kill(p1);
     lab.ip("br", &["link", "set", "p1", "down"])?;
     let _ = ping.wait();
