@@ -733,3 +733,43 @@ fn ipv6_election_takeover_and_na() {
     wait_for(Duration::from_secs(3), "VIP answers ping6 (n2)", ping6);
     assert!(counter(&h2, "opackets6") > 0);
 }
+
+/// `carp` blocks of a carpio.conf run through `run_from_config` (the daemon's entry), each
+/// started inside its node's namespace: the less skewed node is elected, the VIP answers, and
+/// the configured group demotion (`group lb demote 2`) is what the node advertises.
+#[test]
+fn config_blocks_run_through_run_from_config() {
+    let _g = lock();
+    need("ping");
+    let lab = topology("ccfg", 2);
+    let conf = |skew: u8, demote: u8| {
+        let text = format!(
+            "group lb demote {demote}\n\
+             carp carp0 {{ carpdev eth0, vhid 3, advskew {skew}, pass \"conf\", group lb,\n\
+               address {VIP}/24 }}\n"
+        );
+        carpio::config::parse_str("e2e.conf", &text, &[]).unwrap()
+    };
+    // n1 is faster but demoted by its group: n2 must win.
+    let c1 = conf(0, 2);
+    let c2 = conf(100, 0);
+    let mut h1 = lab
+        .run_in("n1", || shell::run_from_config(&c1))
+        .unwrap()
+        .unwrap();
+    let mut h2 = lab
+        .run_in("n2", || shell::run_from_config(&c2))
+        .unwrap()
+        .unwrap();
+    assert_eq!((h1.len(), h2.len()), (1, 1));
+    let (h1, h2) = (h1.remove(0), h2.remove(0));
+    wait_for(
+        Duration::from_secs(8),
+        "n2 master, demoted n1 backup",
+        || states(&[&h1, &h2], 3) == [Some(State::Backup), Some(State::Master)],
+    );
+    assert_eq!(h1.status().vhosts[0].demote, 2);
+    assert_eq!(h1.status().vhosts[0].interface, "carp0");
+    wait_for(Duration::from_secs(3), "VIP answers", || ping_vip(&lab));
+    assert!(has_vip(&lab, "n2", "carp0") && !has_vip(&lab, "n1", "carp0"));
+}
