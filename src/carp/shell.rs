@@ -114,6 +114,10 @@ const NA_FRAME: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + NA_LEN;
 const IPTOS_LOWDELAY: u8 = 0x10;
 const AD_FRAME: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + wire_carp::HEADER_LEN;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// Counters are published at most this often (state changes at once).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Bound on transmit/event rounds in one drain (each demotion event can queue ads once).
+const DRAIN_ROUNDS: usize = 4;
 /// Longest sleep between two looks at the command channel.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
@@ -373,6 +377,7 @@ struct Shell {
     vips_installed: bool,
     drops: Counters<{ Drop::COUNT }>,
     transitions: u64,
+    last_publish: Duration,
     status: Arc<Mutex<Status>>,
     ownership: Arc<ArcSwap<Ownership>>,
     buf: Vec<u8>,
@@ -446,18 +451,23 @@ impl Shell {
             vips_installed: false,
             drops: Counters::default(),
             transitions: 0,
+            last_publish: Duration::ZERO,
             status,
             ownership,
             buf: vec![0; 2048],
         };
-        if s.macvlan {
-            s.create_macvlan()?;
+        if s.macvlan
+            && let Err(e) = s.create_macvlan()
+        {
+            s.cleanup();
+            return Err(e);
         }
         let now = s.now();
         let sum = s.groups.sum(s.iface.groups());
         s.iface.set_group_demote(now, sum);
         s.iface.set_up(now, true);
         s.drain(now);
+        s.publish(now);
         Ok(s)
     }
 
@@ -539,6 +549,7 @@ impl Shell {
             Command::Crash => return Some(Ok(())),
         }
         self.drain(now);
+        self.publish(now);
         None
     }
 
@@ -654,6 +665,42 @@ impl Shell {
 
     /// Drains transmits and events, then publishes status and ownership.
     fn drain(&mut self, now: Duration) {
+        let mut changed = false;
+        // A demotion event makes masters advertise again: go round until both queues are empty.
+        for _ in 0..DRAIN_ROUNDS {
+            self.transmit_all(now);
+            let mut demoted = false;
+            while let Some(e) = self.iface.poll_event() {
+                match e {
+                    Event::StateChanged { .. } => {
+                        self.transitions += 1;
+                        changed = true;
+                    }
+                    Event::DemoteRequest { delta } => {
+                        let groups: Vec<String> = self.iface.groups().map(str::to_owned).collect();
+                        for g in &groups {
+                            self.groups.adjust_saturating(g, delta);
+                        }
+                        let sum = self.groups.sum(self.iface.groups());
+                        self.iface.set_group_demote(now, sum);
+                        demoted = true;
+                    }
+                }
+            }
+            if !demoted {
+                break;
+            }
+        }
+        if changed {
+            self.sync_vips();
+            self.ownership.store(Arc::new(self.iface.ownership()));
+            self.publish(now);
+        } else if now.saturating_sub(self.last_publish) >= PUBLISH_EVERY {
+            self.publish(now);
+        }
+    }
+
+    fn transmit_all(&mut self, now: Duration) {
         while let Some(t) = self.iface.poll_transmit() {
             match t {
                 Transmit::Advert { af: Af::V4, repr } if self.peer_is_group() => {
@@ -692,30 +739,6 @@ impl Shell {
                 Transmit::NeighborAdvert { mac } => self.send_na(mac),
             }
         }
-        let mut changed = false;
-        while let Some(e) = self.iface.poll_event() {
-            match e {
-                Event::StateChanged { .. } => {
-                    self.transitions += 1;
-                    changed = true;
-                }
-                Event::DemoteRequest { delta } => {
-                    let groups: Vec<String> = self.iface.groups().map(str::to_owned).collect();
-                    for g in &groups {
-                        self.groups.adjust_saturating(g, delta);
-                    }
-                    let sum = self.groups.sum(self.iface.groups());
-                    self.iface.set_group_demote(now, sum);
-                }
-            }
-        }
-        if changed {
-            self.sync_vips();
-            self.ownership.store(Arc::new(self.iface.ownership()));
-            // Addresses changed after the GARP was queued; send it again now that the VIP is
-            // really ours, so the first GARP is not answered by a kernel without the VIP.
-        }
-        self.publish();
     }
 
     fn send_garp(&mut self, mac: [u8; 6]) {
@@ -754,7 +777,8 @@ impl Shell {
         }
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self, now: Duration) {
+        self.last_publish = now;
         let name = &self.cfg.name;
         let demote = self.iface.demote();
         let advbase = self.iface.advbase();
