@@ -1,7 +1,7 @@
 //! Failover measurement (a harness, not a test; root): carpio vs ucarp in the same lab.
 //!
 //! ```text
-//! cargo run --example failover            # full run: 3 failovers per setting, 60 s soaks
+//! cargo run --example failover            # full run: 5 failovers per setting, 60 s soaks
 //! cargo run --example failover -- --quick # 1 failover per setting, 10 s soaks
 //! ```
 //!
@@ -204,7 +204,8 @@ fn failover(peer: &Peer, round: usize, dir: &std::path::Path) -> std::io::Result
         }
         ts
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // A random phase against the advertisement timer, so the rounds sample the whole range.
+    std::thread::sleep(Duration::from_millis(1000 + jitter_ms(1000)));
     let kill_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -255,6 +256,14 @@ fn soak(advbase: u8, skews: [u8; 2], secs: u64) -> std::io::Result<(u64, u64)> {
     Ok((after.0 - base.0, after.1 - base.1))
 }
 
+/// 0..max milliseconds from /dev/urandom.
+fn jitter_ms(max: u64) -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_ne_bytes(b) % max.max(1)
+}
+
 fn stats(v: &[f64]) -> String {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -274,7 +283,7 @@ fn main() {
         node(a(2), a(3));
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { 5 };
     let soak_secs = if quick { 10 } else { 60 };
     let dir = std::env::temp_dir().join(format!("carpio-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

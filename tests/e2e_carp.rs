@@ -321,7 +321,11 @@ fn three_nodes_elect_fail_over_preempt_and_demote() {
         "{:?}",
         t0.elapsed()
     );
-    assert!(!has_vip(&lab, "n1", "carp0"));
+    assert!(
+        lab.ip("n1", &["link", "show", "carp0"]).is_err(),
+        "the macvlan is removed on shutdown"
+    );
+    assert!(lab.ip("n2", &["link", "show", "carp0"]).is_ok());
     drop((h2, h3));
 }
 
