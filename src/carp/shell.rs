@@ -4,11 +4,23 @@
 //!            commands (mpsc)                     status (Mutex, read by ctl) / ownership (ArcSwap)
 //!  ShellHandle ───────────────►  carp thread  ──────────────────────────────────────────────►
 //!                                 │  raw IPv4 socket, proto 112, bound to carpdev (SO_BINDTODEVICE)
-//!                                 │    TTL and multicast TTL 255, joined to 224.0.0.18 (or carppeer)
-//!                                 │  AF_PACKET sender on carpdev: gratuitous ARP
+//!                                 │    TTL and multicast TTL 255, joined to 224.0.0.18: receives
+//!                                 │    all ads, sends unicast carppeer ads
+//!                                 │  raw IPv6 socket, proto 112, ff02::12, hop limit 255 (IPv6 VIPs)
+//!                                 │  AF_PACKET sender on carpdev: IPv4 ads to 224.0.0.18 as whole
+//!                                 │    frames from the carp lladdr, gratuitous ARP, unsolicited NA
 //!                                 │  AF_PACKET ring on carpdev (balancing arp): ARP requests → replies
 //!                                 └─ macvlan NAME on carpdev, MAC 00:00:5e:00:01:VHID: the VIPs
 //! ```
+//!
+//! IPv4 ads to the group leave as frames built like `carp_send_ad` builds them (ip_carp.c:
+//! TOS LOWDELAY, DF, TTL 255, source the parent's first address) with the carp lladdr as
+//! Ethernet source (spec §1: "frames leave with the carp lladdr as source MAC"; the parent's
+//! real MAC for balancing ip / ip-stealth, spec §2.2). A raw socket would send them from the
+//! parent's MAC, and then switches would learn the virtual MAC only from gratuitous ARPs: a
+//! backup that takes over for a moment (a demotion seen by two backups at once) would leave
+//! the bridge pointing at it until the next GARP. With the lladdr as source, every ad corrects
+//! the switch.
 //!
 //! The thread reads a monotonic clock ([`std::time::Instant`], as a [`Duration`] since the
 //! thread started), feeds [`Interface::handle_advert`] / [`Interface::handle_timeout`], drains
@@ -46,7 +58,7 @@
 //! through the AF_PACKET sender (RFC 4861 §7.2.6).
 //!
 //! Nothing here panics on network input: received packets are length-checked before any field
-//! is read, and every reject is a named [`Reject`] or [`Drop`] counter.
+//! is read, and every reject is a named [`Reject`] or [`Dropped`] counter.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -76,7 +88,7 @@ use crate::wire::{arp, carp as wire_carp, ethernet, icmpv6, ipv6};
 
 crate::named_counters! {
     /// Packets the shell itself drops before the protocol core sees them.
-    pub enum Drop {
+    pub enum Dropped {
         /// An IPv4 datagram shorter than its header, or not IPv4.
         DropShortIp = "drop_short_ip",
         /// recv(2) failed with something other than a timeout.
@@ -170,7 +182,7 @@ pub enum Command {
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     pub vhosts: Vec<CarpVhost>,
-    /// `Reject`, `Stat` and `Drop` counters as (name, value).
+    /// `Reject`, `Stat` and `Dropped` counters as (name, value).
     pub counters: Vec<(String, u64)>,
     /// State changes since start.
     pub transitions: u64,
@@ -258,7 +270,7 @@ impl ShellHandle {
     }
 }
 
-impl core::ops::Drop for ShellHandle {
+impl Drop for ShellHandle {
     fn drop(&mut self) {
         let _ = self.stop(Command::Shutdown);
     }
@@ -375,7 +387,7 @@ struct Shell {
     arp_ring: Option<Ring>,
     macvlan: bool,
     vips_installed: bool,
-    drops: Counters<{ Drop::COUNT }>,
+    drops: Counters<{ Dropped::COUNT }>,
     transitions: u64,
     last_publish: Duration,
     status: Arc<Mutex<Status>>,
@@ -560,7 +572,7 @@ impl Shell {
                 Ok(n) => n,
                 Err(e) if is_transient(&e) => return,
                 Err(_) => {
-                    self.drops.add(Drop::DropRecvError.index(), 1);
+                    self.drops.add(Dropped::DropRecvError.index(), 1);
                     return;
                 }
             };
@@ -578,7 +590,7 @@ impl Shell {
                 Ok(r) => r,
                 Err(e) if is_transient(&e) => return,
                 Err(_) => {
-                    self.drops.add(Drop::DropRecvError.index(), 1);
+                    self.drops.add(Dropped::DropRecvError.index(), 1);
                     return;
                 }
             };
@@ -612,7 +624,7 @@ impl Shell {
                 // Rejects are counted by the core.
                 let _ = self.iface.handle_advert(now, &rx);
             }
-            None => self.drops.add(Drop::DropShortIp.index(), 1),
+            None => self.drops.add(Dropped::DropShortIp.index(), 1),
         }
     }
 
@@ -656,8 +668,8 @@ impl Shell {
             }
             true
         });
-        self.drops.add(Drop::DropBadArp.index(), bad);
-        self.drops.add(Drop::DropArpNotOurs.index(), not_ours);
+        self.drops.add(Dropped::DropBadArp.index(), bad);
+        self.drops.add(Dropped::DropArpNotOurs.index(), not_ours);
         if !replies.is_empty() {
             let _ = self.frames.send(replies.iter().map(|f| &f[..]));
         }
@@ -804,7 +816,7 @@ impl Shell {
         for s in Stat::ALL {
             counters.push((s.name().to_owned(), self.iface.stats().get(s.index())));
         }
-        for d in Drop::ALL {
+        for d in Dropped::ALL {
             counters.push((d.name().to_owned(), self.drops.get(d.index())));
         }
         counters.push(("transitions".to_owned(), self.transitions));
@@ -1260,7 +1272,7 @@ mod tests {
             assert_eq!(parse_state(state_name(s)), Some(s));
         }
         assert_eq!(balancing_name(Balancing::IpStealth), "ip-stealth");
-        let names: Vec<&str> = Drop::ALL.iter().map(|d| d.name()).collect();
+        let names: Vec<&str> = Dropped::ALL.iter().map(|d| d.name()).collect();
         assert!(names.iter().all(|n| n.starts_with("drop_")));
     }
 }
