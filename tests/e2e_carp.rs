@@ -777,3 +777,38 @@ fn config_blocks_run_through_run_from_config() {
     wait_for(Duration::from_secs(3), "VIP answers", || ping_vip(&lab));
     assert!(has_vip(&lab, "n2", "carp0") && !has_vip(&lab, "n1", "carp0"));
 }
+
+/// The parent link goes away under the master (its switch port is set down): the master goes
+/// to INIT and drops the VIP, its groups are demoted by one, the backup takes over; when the
+/// link returns the node comes back as BACKUP and, with preempt, takes over again once the
+/// demotion is gone.
+#[test]
+fn parent_link_down_demotes_and_recovers() {
+    let _g = lock();
+    need("ping");
+    let lab = topology("clnk", 2);
+    let h1 = shell::spawn(node_cfg(&lab, "n1", &[(4, 30)], 0, true)).unwrap();
+    let h2 = shell::spawn(node_cfg(&lab, "n2", &[(4, 90)], 0, true)).unwrap();
+    let (m, b, i) = (Some(State::Master), Some(State::Backup), Some(State::Init));
+    wait_for(Duration::from_secs(5), "n1 master", || {
+        states(&[&h1, &h2], 4) == [m, b]
+    });
+    lab.ip("br", &["link", "set", "p1", "down"]).unwrap();
+    wait_for(Duration::from_secs(5), "n1 INIT, n2 master", || {
+        states(&[&h1, &h2], 4) == [i, m]
+    });
+    assert!(!has_vip(&lab, "n1", "carp0"), "INIT drops the VIP");
+    assert_eq!(h1.status().vhosts[0].demote, 1, "carpdev demotion");
+    assert_eq!(counter(&h1, "link_down"), 1);
+    wait_for(Duration::from_secs(3), "VIP answers (n2)", || {
+        ping_vip(&lab)
+    });
+    lab.ip("br", &["link", "set", "p1", "up"]).unwrap();
+    wait_for(Duration::from_secs(5), "n1 back and preempting", || {
+        states(&[&h1, &h2], 4) == [m, b]
+    });
+    assert_eq!(h1.status().vhosts[0].demote, 0);
+    wait_for(Duration::from_secs(3), "VIP answers (n1)", || {
+        ping_vip(&lab)
+    });
+}

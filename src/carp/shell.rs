@@ -130,6 +130,8 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// Bound on transmit/event rounds in one drain (each demotion event can queue ads once).
 const DRAIN_ROUNDS: usize = 4;
+/// How often the parent's link state is looked at (one ioctl).
+const LINK_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Longest sleep between two looks at the command channel.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
@@ -390,6 +392,11 @@ struct Shell {
     drops: Counters<{ Dropped::COUNT }>,
     transitions: u64,
     last_publish: Duration,
+    /// Parent link as last seen, and when it was last looked at.
+    link_up: bool,
+    /// Times the parent link went down (`link_down` in the status counters).
+    link_downs: u64,
+    last_link_check: Duration,
     status: Arc<Mutex<Status>>,
     ownership: Arc<ArcSwap<Ownership>>,
     buf: Vec<u8>,
@@ -464,6 +471,9 @@ impl Shell {
             drops: Counters::default(),
             transitions: 0,
             last_publish: Duration::ZERO,
+            link_up: true,
+            link_downs: 0,
+            last_link_check: Duration::ZERO,
             status,
             ownership,
             buf: vec![0; 2048],
@@ -530,12 +540,41 @@ impl Shell {
                 self.receive_v6();
             }
             let now = self.now();
+            self.check_link(now);
             if self.iface.poll_timeout().is_some_and(|t| t <= now) {
                 self.iface.handle_timeout(now);
             }
             self.answer_arp();
             self.drain(now);
         }
+    }
+
+    /// `carp_carpdev_state`: the parent lost its link (or was set down): every vhost to INIT
+    /// without a bow-out and +1 "carpdev" demotion on the interface's groups; back up: -1 and
+    /// the vhosts start again as BACKUP. Looked at every [`LINK_CHECK_EVERY`].
+    fn check_link(&mut self, now: Duration) {
+        if now.saturating_sub(self.last_link_check) < LINK_CHECK_EVERY {
+            return;
+        }
+        self.last_link_check = now;
+        let Ok(up) = rawip::link_running(self.sock.as_raw_fd(), &self.cfg.carpdev) else {
+            return;
+        };
+        if up == self.link_up {
+            return;
+        }
+        self.link_up = up;
+        let delta = if up { -1 } else { 1 };
+        let groups: Vec<String> = self.iface.groups().map(str::to_owned).collect();
+        for g in &groups {
+            self.groups.adjust_saturating(g, delta);
+        }
+        if !up {
+            self.link_downs += 1;
+        }
+        self.iface.set_carpdev(now, up);
+        let sum = self.groups.sum(self.iface.groups());
+        self.iface.set_group_demote(now, sum);
     }
 
     /// Handles a command; `Some` ends the thread with that result.
@@ -820,6 +859,7 @@ impl Shell {
             counters.push((d.name().to_owned(), self.drops.get(d.index())));
         }
         counters.push(("transitions".to_owned(), self.transitions));
+        counters.push(("link_down".to_owned(), self.link_downs));
         if let Ok(mut s) = self.status.lock() {
             s.vhosts = vhosts;
             s.counters = counters;

@@ -85,3 +85,28 @@ pub fn recv_hoplimit(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u8>
     }
     Ok((n as usize, hops))
 }
+
+/// Whether `ifname` is up with carrier (`IFF_UP` and `IFF_RUNNING` from SIOCGIFFLAGS), asked
+/// through any socket `fd` of the namespace. carp's parent-link check (`carp_carpdev_state`).
+pub fn link_running(fd: RawFd, ifname: &str) -> io::Result<bool> {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a live, NUL-terminated ifreq; SIOCGIFFLAGS only writes ifr_flags in it.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+}
