@@ -57,6 +57,10 @@
 //! and takeover sends an unsolicited neighbour advertisement (Override) per IPv6 VIP to ff02::1
 //! through the AF_PACKET sender (RFC 4861 §7.2.6).
 //!
+//! The parent's link is looked at every 100 ms (SIOCGIFFLAGS, `IFF_UP`+`IFF_RUNNING`): while it
+//! is down every vhost is INIT (VIPs removed, no bow-out) and the interface's groups carry one
+//! more demotion (`carp_carpdev_state`).
+//!
 //! Nothing here panics on network input: received packets are length-checked before any field
 //! is read, and every reject is a named [`Reject`] or [`Dropped`] counter.
 
