@@ -30,8 +30,10 @@
 //! [`Duration`]: std::time::Duration
 
 pub mod balance;
+pub mod from_config;
 mod groups;
 mod interface;
+pub mod shell;
 mod vhost;
 
 pub use balance::{Inbound, Ownership};

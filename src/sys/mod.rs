@@ -11,6 +11,8 @@
 //! - [`cpu`]: pin the calling thread to a CPU.
 //! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
+//! - [`rawip`]: poll(2) over several sockets, recvmsg(2) with the IPv6 hop limit, link flags
+//!   (carp).
 
 pub mod afpacket;
 pub mod afxdp;
@@ -19,5 +21,6 @@ pub mod cbpf;
 pub mod cpu;
 pub mod netns;
 pub mod nft;
+pub mod rawip;
 pub mod rlimit;
 pub mod xdp;
