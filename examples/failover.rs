@@ -303,6 +303,11 @@ fn main() {
         .arg(dir.join("down.sh"))
         .status();
     let peers = [
+        // advbase 0 with small skews: the backup's master-down is 3 × 20/256 s = 234 ms.
+        Peer::Carpio {
+            advbase: 0,
+            skews: [5, 20],
+        },
         Peer::Carpio {
             advbase: 0,
             skews: [20, 60],
@@ -330,7 +335,7 @@ fn main() {
         println!("  {:36} outage {}", p.name(), stats(&v));
     }
     println!("soak: {soak_secs} s, two carpio nodes, state changes after the election");
-    for (advbase, skews) in [(0u8, [20u8, 60u8]), (1, [0, 50])] {
+    for (advbase, skews) in [(0u8, [5u8, 20u8]), (0, [20, 60]), (1, [0, 50])] {
         match soak(advbase, skews, soak_secs) {
             Ok((a, b)) => println!(
                 "  carpio advbase {advbase} advskew {}/{}: master {a}, backup {b}",

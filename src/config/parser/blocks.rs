@@ -79,9 +79,9 @@ impl Parser<'_> {
                 // ifconfig.c setcarp_vhid: strtonum(1, 255).
                 vhid = Some((p.num_u8("vhid", 1, 255)?, sspan));
             } else if p.eat_kw("advbase") {
-                // 255 is only sent when bowing out (spec §9 item 7); 0 would advertise
-                // continuously.
-                c.advbase = p.num_u8("advbase", 1, 254)?;
+                // The kernel accepts 0..255 (spec §1.4); 255 is only sent when bowing out
+                // (§9 item 7). advbase 0 advertises every advskew/256 s: sub-second failover.
+                c.advbase = p.num_u8("advbase", 0, 254)?;
             } else if p.eat_kw("advskew") {
                 advskew = p.advskew()?;
             } else if p.eat_kw("pass") {
