@@ -7,7 +7,9 @@
 //! The wire format itself is `crate::wire::pfsync`. Nothing in this module reads a clock or
 //! touches a socket: time is a `Duration` since the caller's epoch, passed in.
 
+pub mod convert;
 pub mod replicator;
+pub mod shell;
 pub mod state;
 
 pub use replicator::{BulkReq, Event, LocalEvent, Replicator, ReplicatorConfig, Stat};
