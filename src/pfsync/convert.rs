@@ -133,7 +133,8 @@ pub fn to_state(flow: &Flow, snap: &Snapshot, creators: &Creators) -> Result<Flo
         .map(|h| h.addr)
         .ok_or(Reject::UnknownBackend)?;
     let client = flow.client_addr();
-    if client.is_ipv4() != vip.is_ipv4() || (!flow.one_sided() && backend.is_ipv4() != vip.is_ipv4())
+    if client.is_ipv4() != vip.is_ipv4()
+        || (!flow.one_sided() && backend.is_ipv4() != vip.is_ipv4())
     {
         return Err(Reject::AfMismatch);
     }
