@@ -102,11 +102,11 @@ struct Node {
 fn start(
     lab: &Lab,
     ns: &str,
-    dev: &str,
     conf: &str,
     creatorid: u32,
     peer: Option<Ipv4Addr>,
     epoch: Instant,
+    auth_key: Option<&[u8]>,
 ) -> Node {
     let events = Arc::new(ArrayQueue::new(1024));
     let commands: Vec<_> = (0..2).map(|_| Arc::new(ArrayQueue::new(1024))).collect();
@@ -115,11 +115,13 @@ fn start(
     replicator.flush_delay = Duration::from_millis(20);
     let cfg = ShellConfig {
         replicator,
-        syncdev: Some(dev.into()),
+        // The lab names each node's link `<ns>0`.
+        syncdev: Some(format!("{ns}0")),
         syncpeer: peer,
         netns: Some(lab.ns_name(ns)),
         epoch,
         poll_interval: Duration::from_millis(5),
+        auth_key: auth_key.map(<[u8]>::to_vec),
     };
     let shell = shell::spawn(
         cfg,
@@ -271,8 +273,8 @@ fn multicast_sync_carries_inserts_and_deletes_with_ttl_255() {
         pcap.metadata().is_ok_and(|m| m.len() > 0)
     });
     let epoch = Instant::now();
-    let a = start(&lab, "a", "a0", CONF_A, 0xa0a0_0001, None, epoch);
-    let b = start(&lab, "b", "b0", CONF_B, 0xb0b0_0002, None, epoch);
+    let a = start(&lab, "a", CONF_A, 0xa0a0_0001, None, epoch, None);
+    let b = start(&lab, "b", CONF_B, 0xb0b0_0002, None, epoch, None);
 
     let mut table = FlowTable::new(
         &FlowTableConfig {
@@ -443,7 +445,7 @@ fn syncpeer_rejects_bad_ttl_and_strangers() {
     need_tool("ip");
     let lab = lab("psync-peer");
     let epoch = Instant::now();
-    let b = start(&lab, "b", "b0", CONF_B, 0xb0b0_0002, Some(A_IP), epoch);
+    let b = start(&lab, "b", CONF_B, 0xb0b0_0002, Some(A_IP), epoch, None);
     // TTL 64 from the peer: badttl, nothing inserted.
     send_raw(&lab, "a", A_IP, B_IP, 64, ins_packet(0xc, 1001));
     wait_for("badttl", || b.shell.counter(Counter::BadTtl) == 1);
@@ -474,5 +476,70 @@ fn syncpeer_rejects_bad_ttl_and_strangers() {
     assert_eq!(b.shell.counter(Counter::BadTtl), 1);
     assert_eq!(b.shell.counter(Counter::NotPeer), 1);
     assert_eq!(b.shell.counter(Counter::BadIpHeader), 0);
+    drop(b);
+}
+
+#[test]
+fn authenticated_sync_drops_unsigned_packets() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
+        return;
+    }
+    need_tool("ip");
+    let lab = lab("psync-auth");
+    let epoch = Instant::now();
+    let key: &[u8] = b"carpio pfsync test key";
+    let a = start(&lab, "a", CONF_A, 0xa0a0_0001, Some(B_IP), epoch, Some(key));
+    let b = start(&lab, "b", CONF_B, 0xb0b0_0002, Some(A_IP), epoch, Some(key));
+    // An unsigned packet from the peer address is dropped.
+    send_raw(&lab, "a", A_IP, B_IP, 255, ins_packet(0xc, 2001));
+    wait_for("drop_bad_auth", || b.shell.counter(Counter::BadAuth) == 1);
+    // One signed with another key too.
+    let mut forged = ins_packet(0xc, 2002);
+    shell::auth_seal(b"wrong key", &mut forged);
+    send_raw(&lab, "a", A_IP, B_IP, 255, forged);
+    wait_for("drop_bad_auth", || b.shell.counter(Counter::BadAuth) == 2);
+    assert!(b.commands.iter().all(|q| q.is_empty()));
+    // The real shells, sharing the key, replicate a flow.
+    let mut table = FlowTable::new(
+        &FlowTableConfig {
+            capacity: 64,
+            ..Default::default()
+        },
+        a.events.clone(),
+    )
+    .unwrap();
+    let f = new_flow(
+        &a.cell,
+        "198.19.0.5",
+        "198.18.0.11",
+        6,
+        25,
+        "198.18.1.2",
+        2525,
+    );
+    table
+        .insert(epoch.elapsed().as_secs() as u32, &f.0, &f.1)
+        .unwrap();
+    let mut got = Vec::new();
+    wait_for("the signed insert", || {
+        got.extend(drain(&b.commands[1]));
+        !got.is_empty()
+    });
+    let snap_b = b.cell.load_full();
+    match got[0] {
+        Command::Insert { key, flow } => {
+            assert_eq!(snap_b.vips[usize::from(key.vip)], Some(ip("198.18.0.11")));
+            assert_eq!(
+                snap_b.host(flow.backend).map(|h| h.addr),
+                Some(ip("198.18.1.2"))
+            );
+        }
+        other => panic!("expected an insert, got {other:?}"),
+    }
+    assert_eq!(b.shell.counter(Counter::BadAuth), 2);
+    assert_eq!(a.shell.counter(Counter::BadAuth), 0);
+    drop(a);
     drop(b);
 }

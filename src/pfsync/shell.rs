@@ -20,6 +20,12 @@
 //! pf's ifindex check done by the kernel. The group is joined on `syncdev` (by index). OpenBSD
 //! has no authentication on pfsync; use a dedicated link (pfsync.4).
 //!
+//! **Authentication (carpio extension, off by default)**: with [`ShellConfig::auth_key`] set,
+//! every packet carries a 32-byte HMAC-SHA256 (RFC 2104, FIPS 180-4) of the pfsync bytes after
+//! them, outside the pfsync header's `len`; a packet whose trailer is missing or wrong is
+//! dropped (`drop_bad_auth`) before the replicator sees it, and the trailer is stripped
+//! otherwise. Both nodes must share the key; an OpenBSD peer cannot take part.
+//!
 //! **Fan-out of synced flows to every worker**: which worker sees a flow's packets is decided
 //! by the ingress fanout (RSS queue, AF_PACKET fanout hash), not by carpio, and a flow
 //! replicated from a peer has not been seen here yet; so every Insert/Update is pushed to
@@ -44,6 +50,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 use super::convert::{self, Creators};
@@ -104,6 +112,8 @@ crate::named_counters! {
         ReleaseIgnored = "release_ignored",
         /// Demotion deltas that could not be delivered (no receiver).
         DemoteLost = "demote_lost",
+        /// Authentication on and the HMAC trailer missing or wrong.
+        BadAuth = "drop_bad_auth",
     }
 }
 
@@ -123,6 +133,9 @@ pub struct ShellConfig {
     /// Longest sleep: how often the data plane's event queue is drained when nothing else
     /// wakes the thread.
     pub poll_interval: Duration,
+    /// carpio extension: HMAC-SHA256 key authenticating every packet (see the module doc).
+    /// `None` (the default) is OpenBSD's unauthenticated pfsync.
+    pub auth_key: Option<Vec<u8>>,
 }
 
 impl ShellConfig {
@@ -151,6 +164,7 @@ impl ShellConfig {
             netns: None,
             epoch,
             poll_interval: Duration::from_millis(10),
+            auth_key: None,
         })
     }
 
@@ -386,6 +400,32 @@ pub fn check_ipv4(pkt: &[u8], peer: Option<Ipv4Addr>) -> Result<(&[u8], Ipv4Addr
     Ok((payload, src))
 }
 
+/// Length of the authentication trailer (HMAC-SHA256).
+pub const AUTH_LEN: usize = 32;
+
+fn auth_mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length (RFC 2104 §2: longer keys are hashed), so this never fails.
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+}
+
+/// Appends the HMAC-SHA256 of `payload` under `key`.
+pub fn auth_seal(key: &[u8], payload: &mut Vec<u8>) {
+    let mut m = auth_mac(key);
+    m.update(payload);
+    payload.extend_from_slice(&m.finalize().into_bytes());
+}
+
+/// Checks and strips the trailer that [`auth_seal`] added (constant-time comparison).
+pub fn auth_open<'a>(key: &[u8], pkt: &'a [u8]) -> Result<&'a [u8], Counter> {
+    let split = pkt.len().checked_sub(AUTH_LEN).ok_or(Counter::BadAuth)?;
+    let (payload, tag) = pkt.split_at_checked(split).ok_or(Counter::BadAuth)?;
+    let mut m = auth_mac(key);
+    m.update(payload);
+    m.verify_slice(tag).map_err(|_| Counter::BadAuth)?;
+    Ok(payload)
+}
+
 /// Counters the thread publishes after every loop iteration, readable from any thread.
 struct Shared {
     shell: Vec<AtomicU64>,
@@ -562,7 +602,10 @@ fn run(
         let t = now();
         glue.drain_local(t, DRAIN_BUDGET);
         glue.handle_timeout(t);
-        while let Some(p) = glue.poll_transmit() {
+        while let Some(mut p) = glue.poll_transmit() {
+            if let Some(k) = &cfg.auth_key {
+                auth_seal(k, &mut p);
+            }
             match sock.send_to(&p, &dest) {
                 Ok(_) => glue.count(Counter::Sent),
                 Err(_) => glue.count(Counter::SendError),
@@ -580,7 +623,12 @@ fn run(
             Ok(n) => {
                 glue.count(Counter::Received);
                 let pkt = buf.get(..n).unwrap_or(&[]);
-                match check_ipv4(pkt, cfg.syncpeer) {
+                let checked =
+                    check_ipv4(pkt, cfg.syncpeer).and_then(|(payload, src)| match &cfg.auth_key {
+                        Some(k) => auth_open(k, payload).map(|p| (p, src)),
+                        None => Ok((payload, src)),
+                    });
+                match checked {
                     Ok((payload, src)) => {
                         glue.handle_packet(now(), payload, IpAddr::V4(src));
                     }
@@ -635,6 +683,39 @@ mod tests {
         assert_eq!(check_ipv4(&p, None), Err(Counter::BadTtl));
         let p = ip_packet(255, 17, [198, 18, 0, 1], b"abc");
         assert_eq!(check_ipv4(&p, None), Err(Counter::BadIpHeader));
+    }
+
+    #[test]
+    fn auth_trailer_round_trips_and_rejects_tampering() {
+        let key = b"sekrit";
+        let mut p = b"pfsync payload".to_vec();
+        auth_seal(key, &mut p);
+        assert_eq!(p.len(), 14 + AUTH_LEN);
+        assert_eq!(auth_open(key, &p), Ok(&b"pfsync payload"[..]));
+        assert_eq!(auth_open(b"other", &p), Err(Counter::BadAuth));
+        for i in 0..p.len() {
+            let mut q = p.clone();
+            q[i] ^= 0x01;
+            assert_eq!(
+                auth_open(key, &q),
+                Err(Counter::BadAuth),
+                "flipped byte {i}"
+            );
+        }
+        for n in 0..p.len() {
+            assert_eq!(auth_open(key, &p[..n]), Err(Counter::BadAuth), "length {n}");
+        }
+        // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").
+        let mut v = b"what do ya want for nothing?".to_vec();
+        auth_seal(b"Jefe", &mut v);
+        assert_eq!(
+            &v[28..],
+            &[
+                0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95,
+                0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9,
+                0x64, 0xec, 0x38, 0x43
+            ]
+        );
     }
 
     #[test]
