@@ -579,3 +579,52 @@ fn replicated_flow_is_forwarded_to_the_same_backend_by_the_peer() {
     assert_eq!(wb.flows().len(), 8);
     assert_eq!(b.glue.counter(Counter::CommandQueueFull), 0);
 }
+
+#[test]
+fn peer_clear_removes_every_flow_of_that_creator_from_every_worker() {
+    let mut a = node(&conf_a(), &HostStates::default(), 0xa, 1);
+    let mut b = node(&conf_b(), &HostStates::default(), 0xb, 2);
+    a.glue.replicator.handle_up(Duration::ZERO, true);
+    b.glue.replicator.handle_up(Duration::ZERO, true);
+    run(&mut a, &mut b, 0, 100);
+    let snap_a = a.cell.load_full();
+    let mut ta = table(a.events.clone());
+    let (si, _) = snap_a.service_for(ip("198.18.0.10"), 17, 53).unwrap();
+    for port in [1000u16, 1001, 1002] {
+        let k = key(&snap_a, 17, "198.19.0.3", port, "198.18.0.10", 53);
+        let new = NewFlow {
+            service: si,
+            backend: snap_a.by_host[&ip("198.18.1.2")],
+            backend_port: 53,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: None,
+            origin: Origin::Local,
+        };
+        ta.insert(0, &k, &new).unwrap();
+    }
+    run(&mut a, &mut b, 100, 200);
+    for q in &b.commands {
+        assert_eq!(std::iter::from_fn(|| q.pop()).count(), 3);
+    }
+    // `pfctl -F states` on A: a CLR for A's creator id.
+    a.glue.replicator.handle_local(
+        Duration::from_millis(200),
+        carpio::pfsync::LocalEvent::Clear,
+    );
+    run(&mut a, &mut b, 200, 300);
+    let snap_b = b.cell.load_full();
+    for q in &b.commands {
+        let mut ports: Vec<u16> = std::iter::from_fn(|| q.pop())
+            .map(|c| match c {
+                Command::Remove { key } => {
+                    assert_eq!(snap_b.vips[usize::from(key.vip)], Some(ip("198.18.0.10")));
+                    key.client_port
+                }
+                other => panic!("expected a remove, got {other:?}"),
+            })
+            .collect();
+        ports.sort();
+        assert_eq!(ports, vec![1000, 1001, 1002]);
+    }
+}

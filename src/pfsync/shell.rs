@@ -719,6 +719,33 @@ mod tests {
     }
 
     #[test]
+    fn shell_config_from_the_pfsync_block() {
+        let cfg = crate::config::parse_str(
+            "t.conf",
+            "pfsync { syncdev eth1, syncpeer 198.18.0.2, maxupd 64, defer }\n\
+             table <t> { 198.18.1.1 }\n\
+             redirect r { listen on 198.18.0.10 udp port 53\n forward to <t> check icmp }\n",
+            &[],
+        )
+        .unwrap();
+        let p = cfg.pfsync.unwrap();
+        let s = ShellConfig::from_config(&p, 7, Instant::now()).unwrap();
+        assert_eq!(s.syncdev.as_deref(), Some("eth1"));
+        assert_eq!(s.destination(), Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(s.replicator.creatorid, 7);
+        assert_eq!(s.replicator.maxupd, 64);
+        assert!(s.replicator.defer);
+        assert!(s.auth_key.is_none());
+        let mut v6 = p.clone();
+        v6.syncpeer = Some("2001:db8::1".parse().unwrap());
+        assert!(ShellConfig::from_config(&v6, 7, Instant::now()).is_err());
+        let mut group = p;
+        group.syncpeer = None;
+        let s = ShellConfig::from_config(&group, 7, Instant::now()).unwrap();
+        assert_eq!(s.destination(), PFSYNC_GROUP);
+    }
+
+    #[test]
     fn ipv4_check_filters_on_syncpeer() {
         let p = ip_packet(255, 240, [198, 18, 0, 9], b"x");
         let peer = Some(Ipv4Addr::new(198, 18, 0, 1));
