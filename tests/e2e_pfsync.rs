@@ -25,7 +25,7 @@ use carpio::dataplane::worker::Command;
 use carpio::lab::{Lab, VethConfig};
 use carpio::pfsync::shell::{self, Counter, Handles, ShellConfig, ShellHandle};
 use carpio::pfsync::state::{FlowId, FlowState, Forward, Peer};
-use carpio::pfsync::{LocalEvent, Replicator, ReplicatorConfig};
+use carpio::pfsync::{LocalEvent, Replicator, ReplicatorConfig, Stat};
 use carpio::wire::pfsync::Packet;
 use crossbeam::queue::ArrayQueue;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -35,7 +35,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const A_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const STRANGER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 
 const CONF_A: &str = "flow table size 1024\n\
     table <web> { 198.18.1.1 lladdr \"02:00:00:00:01:01\", 198.18.1.2 lladdr \"02:00:00:00:01:02\" }\n\
@@ -275,6 +275,10 @@ fn multicast_sync_carries_inserts_and_deletes_with_ttl_255() {
     let epoch = Instant::now();
     let a = start(&lab, "a", CONF_A, 0xa0a0_0001, None, epoch, None);
     let b = start(&lab, "b", CONF_B, 0xb0b0_0002, None, epoch, None);
+    // Let both bulk updates finish first, so that no bulk UPD repeats the inserts below.
+    wait_for("both bulk updates", || {
+        a.shell.stat(Stat::BulkDone) >= 1 && b.shell.stat(Stat::BulkDone) >= 1
+    });
 
     let mut table = FlowTable::new(
         &FlowTableConfig {
