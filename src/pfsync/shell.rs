@@ -32,7 +32,8 @@
 //! *every* worker's command queue and each worker holds a copy. Copies that never see a packet
 //! are refreshed by the owner's periodic updates and expire like any flow; when one worker
 //! deletes a synced flow (its connection closed here), the shell removes the other workers'
-//! copies too, without announcing anything.
+//! copies too, without announcing anything. A worker whose queue is full (a bulk update brings
+//! thousands of states at once) gets the rest from an ordered per-worker backlog on later turns.
 //!
 //! **Time**: the thread reads `Instant::now()` against [`ShellConfig::epoch`], which must be the
 //! epoch of the workers' `now_secs`; the replicator and [`Glue`] only see that `Duration`.
@@ -41,7 +42,7 @@
 //! payload is validated by `wire::pfsync`, and every reject is a named counter ([`Counter`],
 //! [`convert::Reject`], `wire::pfsync::Reject`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -101,9 +102,11 @@ crate::named_counters! {
         SendError = "send_errors",
         /// recv failed with something other than a timeout.
         RecvError = "recv_errors",
-        /// A worker's command queue was full; the command was dropped (a bulk update or the
-        /// next update repairs it).
+        /// A worker's command queue and the shell's backlog for it were both full; the command
+        /// was dropped (the next update or bulk update repairs it).
         CommandQueueFull = "drop_command_queue_full",
+        /// Commands parked in the backlog because a worker's queue was full.
+        CommandBacklogged = "command_backlogged",
         /// Commands pushed to worker queues.
         Commands = "commands",
         /// Flow events taken from the data plane.
@@ -198,6 +201,10 @@ pub struct Glue {
     creators: Creators,
     /// Flow-table key of every flow the data plane or a peer told us about, for deletes.
     keys: HashMap<FlowId, Key>,
+    /// Per worker, commands its full queue could not take yet (a bulk update brings thousands
+    /// of states at once; a worker applies `COMMANDS_PER_BATCH` per batch). Kept in order and
+    /// retried first, so a Remove never overtakes its Insert.
+    backlog: Vec<VecDeque<Command>>,
     counters: Counters<{ Counter::COUNT }>,
     rejects: Counters<{ convert::Reject::COUNT }>,
 }
@@ -207,6 +214,7 @@ impl Glue {
         Self {
             creators: Creators::new(cfg.creatorid),
             replicator: Replicator::new(cfg),
+            backlog: handles.commands.iter().map(|_| VecDeque::new()).collect(),
             handles,
             keys: HashMap::new(),
             counters: Counters::default(),
@@ -355,20 +363,47 @@ impl Glue {
         }
     }
 
-    /// Pushes `cmd` to every worker's queue except `skip`'s.
+    /// Pushes `cmd` to every worker's queue except `skip`'s, behind that worker's backlog.
     fn push_all(&mut self, cmd: Command, skip: Option<u8>) {
+        self.flush_backlog();
         for (core, q) in self.handles.commands.iter().enumerate() {
             if skip.is_some_and(|s| usize::from(s) == core) {
                 continue;
             }
-            if q.push(cmd).is_ok() {
+            let Some(b) = self.backlog.get_mut(core) else {
+                continue;
+            };
+            if b.is_empty() && q.push(cmd).is_ok() {
                 self.counters.add(Counter::Commands.index(), 1);
+            } else if b.len() < BACKLOG_MAX {
+                b.push_back(cmd);
+                self.counters.add(Counter::CommandBacklogged.index(), 1);
             } else {
                 self.counters.add(Counter::CommandQueueFull.index(), 1);
             }
         }
     }
+
+    /// Moves backlogged commands into worker queues that have room again; returns how many
+    /// are still waiting.
+    pub fn flush_backlog(&mut self) -> usize {
+        let mut left = 0;
+        for (q, b) in self.handles.commands.iter().zip(self.backlog.iter_mut()) {
+            while let Some(cmd) = b.front().copied() {
+                if q.push(cmd).is_err() {
+                    break;
+                }
+                b.pop_front();
+                self.counters.add(Counter::Commands.index(), 1);
+            }
+            left += b.len();
+        }
+        left
+    }
 }
+
+/// Commands the backlog holds per worker at most (a few MB; a full table's bulk update).
+pub const BACKLOG_MAX: usize = 1 << 20;
 
 /// Checks a received IPv4 packet as `pfsync_input` does and returns the pfsync payload and
 /// source, or the counter that rejects it. `peer`: only this source is accepted.
@@ -612,6 +647,7 @@ fn run(
             }
         }
         glue.apply_events();
+        glue.flush_backlog();
         shared.publish(&glue);
         // Sleep in recv until a packet, the replicator's next timer or the poll interval.
         let wait = glue
@@ -743,6 +779,57 @@ mod tests {
         group.syncpeer = None;
         let s = ShellConfig::from_config(&group, 7, Instant::now()).unwrap();
         assert_eq!(s.destination(), PFSYNC_GROUP);
+    }
+
+    #[test]
+    fn full_worker_queues_backlog_commands_in_order() {
+        let cfg = crate::config::parse_str(
+            "t.conf",
+            "table <t> { 198.18.1.1 }\n\
+             redirect r { listen on 198.18.0.10 udp port 53\n forward to <t> check icmp }\n",
+            &[],
+        )
+        .unwrap();
+        let snap =
+            crate::dataplane::Snapshot::build(&cfg, &Default::default(), Default::default(), None)
+                .unwrap();
+        let commands: Vec<_> = (0..2).map(|_| Arc::new(ArrayQueue::new(2))).collect();
+        let mut g = Glue::new(
+            ReplicatorConfig::new(1),
+            Handles {
+                events: Arc::new(ArrayQueue::new(4)),
+                commands: commands.clone(),
+                snapshot: Arc::new(SnapshotCell::from_pointee(snap)),
+                demote: None,
+            },
+        );
+        let key = |port| Key {
+            proto: 17,
+            client: [0; 16],
+            client_port: port,
+            vip: 0,
+            vip_port: 53,
+        };
+        for port in 0..5 {
+            g.push_all(Command::Remove { key: key(port) }, None);
+        }
+        // Worker 1 is the one that deleted port 5 itself: it is skipped.
+        g.push_all(Command::Remove { key: key(5) }, Some(1));
+        assert_eq!(g.counter(Counter::Commands), 4);
+        assert_eq!(g.counter(Counter::CommandBacklogged), 7);
+        assert_eq!(g.counter(Counter::CommandQueueFull), 0);
+        let mut seen = [Vec::new(), Vec::new()];
+        for _ in 0..10 {
+            for (s, q) in seen.iter_mut().zip(&commands) {
+                if let Some(Command::Remove { key }) = q.pop() {
+                    s.push(key.client_port);
+                }
+            }
+            g.flush_backlog();
+        }
+        assert_eq!(seen[0], vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(seen[1], vec![0, 1, 2, 3, 4]);
+        assert_eq!(g.flush_backlog(), 0);
     }
 
     #[test]
