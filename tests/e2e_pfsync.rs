@@ -94,6 +94,7 @@ fn lab(tag: &str) -> Lab {
 
 struct Node {
     shell: ShellHandle,
+    demote: crossbeam::channel::Receiver<i32>,
     events: Arc<ArrayQueue<Event>>,
     commands: Vec<Arc<ArrayQueue<Command>>>,
     cell: Arc<SnapshotCell>,
@@ -111,6 +112,7 @@ fn start(
     let events = Arc::new(ArrayQueue::new(1024));
     let commands: Vec<_> = (0..2).map(|_| Arc::new(ArrayQueue::new(1024))).collect();
     let cell = snapshot(conf);
+    let (demote_tx, demote) = crossbeam::channel::unbounded();
     let mut replicator = ReplicatorConfig::new(creatorid);
     replicator.flush_delay = Duration::from_millis(20);
     let cfg = ShellConfig {
@@ -129,12 +131,13 @@ fn start(
             events: events.clone(),
             commands: commands.clone(),
             snapshot: cell.clone(),
-            demote: None,
+            demote: Some(demote_tx),
         },
     )
     .expect("spawn pfsync shell");
     Node {
         shell,
+        demote,
         events,
         commands,
         cell,
@@ -545,5 +548,34 @@ fn authenticated_sync_drops_unsigned_packets() {
     assert_eq!(b.shell.counter(Counter::BadAuth), 2);
     assert_eq!(a.shell.counter(Counter::BadAuth), 0);
     drop(a);
+    drop(b);
+}
+
+#[test]
+fn sync_link_down_demotes_carp_and_up_gives_it_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
+        return;
+    }
+    need_tool("ip");
+    let lab = lab("psync-link");
+    let b = start(&lab, "b", CONF_B, 0xb0b0_0002, None, Instant::now(), None);
+    let mut seen = Vec::new();
+    let mut collect = |want: &[i32]| {
+        wait_for("demotion deltas", || {
+            seen.extend(b.demote.try_iter());
+            seen.ends_with(want)
+        });
+    };
+    // Alone on the link, B's bulk request goes unanswered: +32 stays.
+    collect(&[32]);
+    lab.ip("b", &["link", "set", "b0", "down"]).unwrap();
+    collect(&[32, 1]);
+    lab.ip("b", &["link", "set", "b0", "up"]).unwrap();
+    collect(&[32, 1, -1]);
+    assert_eq!(b.shell.counter(Counter::LinkDown), 1);
+    assert_eq!(b.shell.counter(Counter::LinkUp), 1);
+    assert_eq!(seen, vec![32, 1, -1]);
     drop(b);
 }

@@ -35,6 +35,10 @@
 //! copies too, without announcing anything. A worker whose queue is full (a bulk update brings
 //! thousands of states at once) gets the rest from an ordered per-worker backlog on later turns.
 //!
+//! **Link and MTU**: the thread reads syncdev's MTU once (the pfsync packet size is the MTU less
+//! the IP header) and checks its link every 500 ms, telling the replicator of changes (a down
+//! link demotes carp by 1 while a bulk update is wanted, if_pfsync.c `pfsync_syncdev_state`).
+//!
 //! **Time**: the thread reads `Instant::now()` against [`ShellConfig::epoch`], which must be the
 //! epoch of the workers' `now_secs`; the replicator and [`Glue`] only see that `Duration`.
 //!
@@ -117,6 +121,9 @@ crate::named_counters! {
         DemoteLost = "demote_lost",
         /// Authentication on and the HMAC trailer missing or wrong.
         BadAuth = "drop_bad_auth",
+        /// The sync link came up / went down (`IFF_UP | IFF_RUNNING` on syncdev).
+        LinkUp = "link_up",
+        LinkDown = "link_down",
     }
 }
 
@@ -615,6 +622,9 @@ pub fn spawn(cfg: ShellConfig, handles: Handles) -> io::Result<ShellHandle> {
     }
 }
 
+/// How often the sync link's state is checked (pfsync reacts to link changes with carp
+/// demotion, spec §3.6).
+const LINK_POLL: Duration = Duration::from_millis(500);
 /// Events taken from the data plane per loop iteration at most.
 const DRAIN_BUDGET: usize = 65_536;
 /// Largest IPv4 packet.
@@ -628,13 +638,40 @@ fn run(
     shared: &Shared,
 ) -> io::Result<()> {
     let dest = SockAddr::from(SocketAddrV4::new(cfg.destination(), 0));
-    let mut glue = Glue::new(cfg.replicator.clone(), handles);
+    let mut rc = cfg.replicator.clone();
+    let dev = cfg.syncdev.as_deref();
+    // The pfsync MTU is the syncdev MTU less the IP header (if_pfsync.c pfsync_sendout).
+    if let Some(m) = dev.and_then(|d| crate::sys::ifinfo::mtu(d).ok()) {
+        rc.mtu = usize::try_from(m)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(IP_MIN_HEADER);
+    }
+    // Without a syncdev there is no link to watch: take it as up.
+    let link_of = |d: &str| crate::sys::ifinfo::link_running(d).unwrap_or(false);
+    let mut link = dev.is_none_or(link_of);
+    let mut glue = Glue::new(rc, handles);
     let mut buf = vec![0u8; RECV_BUF];
     let now = || cfg.epoch.elapsed();
-    glue.replicator.handle_up(now(), true);
+    glue.replicator.handle_up(now(), link);
+    let mut next_link_check = now() + LINK_POLL;
     // Acquire pairs with ShellHandle::finish's Release store.
     while !stop.load(Ordering::Acquire) {
         let t = now();
+        if let Some(d) = dev
+            && t >= next_link_check
+        {
+            next_link_check = t + LINK_POLL;
+            let up = link_of(d);
+            if up != link {
+                link = up;
+                glue.count(if up {
+                    Counter::LinkUp
+                } else {
+                    Counter::LinkDown
+                });
+                glue.replicator.handle_link(t, up);
+            }
+        }
         glue.drain_local(t, DRAIN_BUDGET);
         glue.handle_timeout(t);
         while let Some(mut p) = glue.poll_transmit() {
