@@ -206,8 +206,9 @@ pub struct Glue {
     pub replicator: Replicator,
     handles: Handles,
     creators: Creators,
-    /// Flow-table key of every flow the data plane or a peer told us about, for deletes.
-    keys: HashMap<FlowId, Key>,
+    /// Flow-table key of every flow the data plane or a peer told us about, for deletes, and
+    /// whether it was pushed to every worker (synced) rather than living in one (local).
+    keys: HashMap<FlowId, (Key, bool)>,
     /// Per worker, commands its full queue could not take yet (a bulk update brings thousands
     /// of states at once; a worker applies `COMMANDS_PER_BATCH` per batch). Kept in order and
     /// retried first, so a Remove never overtakes its Insert.
@@ -270,9 +271,7 @@ impl Glue {
             };
             if ev.kind == EventKind::Delete {
                 self.replicator.handle_local(now, LocalEvent::Delete(id));
-                if let Some(key) = self.keys.remove(&id)
-                    && ev.flow.id().creator != 0
-                {
+                if let Some((key, true)) = self.keys.remove(&id) {
                     // A synced flow's copies live in every worker: drop the others.
                     self.push_all(Command::Remove { key }, Some(ev.core));
                 }
@@ -285,7 +284,8 @@ impl Glue {
                     continue;
                 }
             };
-            self.keys.insert(id, ev.flow.key());
+            // A synced flow keeps its mark: its copies are still in every worker.
+            self.keys.entry(id).or_insert((ev.flow.key(), false));
             let le = match ev.kind {
                 EventKind::Insert => LocalEvent::Insert {
                     flow: state,
@@ -327,7 +327,7 @@ impl Glue {
                 Event::Insert(s) | Event::Update(s) => {
                     match convert::to_flow(&s, &snap, &mut self.creators) {
                         Ok((key, flow)) => {
-                            if let Some(old) = self.keys.insert(s.id, key)
+                            if let Some((old, _)) = self.keys.insert(s.id, (key, true))
                                 && old != key
                             {
                                 self.push_all(Command::Remove { key: old }, None);
@@ -338,7 +338,7 @@ impl Glue {
                     }
                 }
                 Event::Delete(id) => {
-                    if let Some(key) = self.keys.remove(&id) {
+                    if let Some((key, _)) = self.keys.remove(&id) {
                         self.push_all(Command::Remove { key }, None);
                     }
                 }
@@ -350,7 +350,7 @@ impl Glue {
                         .copied()
                         .collect();
                     for id in gone {
-                        if let Some(key) = self.keys.remove(&id) {
+                        if let Some((key, _)) = self.keys.remove(&id) {
                             self.push_all(Command::Remove { key }, None);
                         }
                     }
