@@ -250,6 +250,14 @@ fn multicast_sync_carries_inserts_and_deletes_with_ttl_255() {
     let mut lab = lab("psync-mc");
     let dir = std::env::temp_dir().join(format!("carpio-e2e-pfsync-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    /// Removes the capture directory also when an assertion fails.
+    struct RmDir(std::path::PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = RmDir(dir.clone());
     let pcap = dir.join("b0.pcap");
     let pcap_s = pcap.to_string_lossy().into_owned();
     let cap = lab
@@ -398,7 +406,6 @@ fn multicast_sync_carries_inserts_and_deletes_with_ttl_255() {
     );
     drop(a);
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A pfsync INS packet of one flow, from a sans-IO replicator of creator `creatorid`.
