@@ -9,6 +9,7 @@
 //! - [`afpacket`]: TPACKET_V3 receive ring in a fanout group, sendmmsg transmit.
 //! - [`cbpf`]: classic BPF filter compiled from the virtual services (safe code).
 //! - [`cpu`]: pin the calling thread to a CPU.
+//! - [`ifinfo`]: an interface's link state and MTU (ioctl), for the pfsync shell.
 //! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
 //! - [`rawip`]: poll(2) over several sockets, recvmsg(2) with the IPv6 hop limit, link flags
@@ -19,6 +20,7 @@ pub mod afxdp;
 pub mod bpf;
 pub mod cbpf;
 pub mod cpu;
+pub mod ifinfo;
 pub mod netns;
 pub mod nft;
 pub mod rawip;
