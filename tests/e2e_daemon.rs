@@ -363,8 +363,15 @@ fn scenario(tag: &str, ingress: &str) {
     assert!(o.status.success());
     assert!(text(&o).contains(&format!("{VIP}:{PORT}")), "{}", text(&o));
 
-    // Disabling a host moves new flows away from it.
-    let o = carpioctl(&sock, &["host", "disable", "198.18.2.11"]);
+    // Disabling a host (by the id relayctl shows) moves new flows away from it.
+    let hosts = text(&carpioctl(&sock, &["show", "hosts"]));
+    let id = hosts
+        .lines()
+        .find(|l| l.contains("host") && l.contains("198.18.2.11"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no host 198.18.2.11 in\n{hosts}"))
+        .to_string();
+    let o = carpioctl(&sock, &["host", "disable", &id]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).trim(), "command succeeded");
     for _ in 0..6 {
@@ -372,8 +379,12 @@ fn scenario(tag: &str, ingress: &str) {
     }
     let s = text(&carpioctl(&sock, &["show", "hosts"]));
     assert!(s.contains("disabled"), "{s}");
-    let o = carpioctl(&sock, &["host", "enable", "198.18.2.11"]);
+    let o = carpioctl(&sock, &["host", "enable", &id]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // A flow established before a reload keeps its backend after it (stable indices).
+    let before = udp_query(&lab, 40124);
+    assert!(before.is_some());
 
     // A broken configuration on reload is refused; the daemon keeps serving.
     std::fs::write(&conf, "redirect {\n").unwrap();
@@ -389,6 +400,7 @@ fn scenario(tag: &str, ingress: &str) {
     let o = carpioctl(&sock, &["reload"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(udp_query(&lab, 0).is_some(), "not serving after reload");
+    assert_eq!(udp_query(&lab, 40124), before, "flow moved across reload");
 
     // While running: the XDP program (afxdp) or the nft ingress drop (afpacket) is in place.
     let attached = |w: &str| w.starts_with("xdp") || w.starts_with("prog/xdp");
@@ -429,6 +441,52 @@ fn afpacket_nat_end_to_end() {
 #[test]
 fn afxdp_generic_nat_end_to_end() {
     scenario("dxsk", "ingress afxdp mode generic");
+}
+
+/// `user nobody`: the daemon serves after dropping to nobody with only CAP_NET_RAW and
+/// CAP_NET_ADMIN, its control socket belongs to nobody with mode 0660, and SIGTERM still
+/// removes the nft table (through the ambient CAP_NET_ADMIN of the `nft` child).
+#[test]
+fn privilege_drop_keeps_serving_and_cleans_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("priv");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(
+        &conf,
+        format!("user nobody\n{}", config("ingress afpacket", &sock)),
+    )
+    .unwrap();
+    let lab = topology("dpriv", &dir);
+    let mut d = start_daemon(&lab, &conf, &dir);
+    wait_serving(&lab, &d, &sock);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only.
+    assert_eq!(field("CapEff:"), "0000000000003000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000003000", "{status}");
+    let meta = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.uid(), 65534);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let o = carpioctl(&sock, &["show", "summary"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = d.terminate();
+    assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
+    let tables = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("carpio"),
+        "nft table left behind; log:\n{}",
+        d.log()
+    );
 }
 
 #[test]
