@@ -439,6 +439,11 @@ fn afpacket_nat_end_to_end() {
 }
 
 #[test]
+fn pnet_nat_end_to_end() {
+    scenario("dpnt", "ingress pnet");
+}
+
+#[test]
 fn afxdp_generic_nat_end_to_end() {
     scenario("dxsk", "ingress afxdp mode generic");
 }
