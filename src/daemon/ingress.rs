@@ -12,7 +12,7 @@
 use crate::counters::Counters;
 use crate::dataplane::flow::Event;
 use crate::dataplane::snapshot::{Forward, Snapshot, SnapshotCell};
-use crate::dataplane::worker::{Worker, WorkerConfig};
+use crate::dataplane::worker::{ControlFrame, Worker, WorkerConfig};
 use crate::phy::{self, BATCH, Batch, DevDrop, Device};
 use crate::sys::afpacket::PacketDrop;
 use crate::sys::afxdp::XskDrop;
@@ -290,6 +290,9 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Time 0 of the workers' `now` (seconds since the daemon started, plus one).
     pub epoch: Instant,
+    /// CARP and pfsync frames the workers hand to the control plane (the XDP program and
+    /// the cBPF filter steer them to carpio, so the kernel never sees them).
+    pub control: Arc<ArrayQueue<Box<ControlFrame>>>,
 }
 
 /// Starts a worker on `dev`, pinned to `cpu` if given.
@@ -304,8 +307,7 @@ pub fn spawn_worker(
         cfg,
         shared.snap.clone(),
         shared.events.clone(),
-        // CARP and pfsync frames are passed on until those roles land (hook: a control queue).
-        None,
+        Some(shared.control.clone()),
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
     let (tx, rx): (Sender<Cmd>, Receiver<Cmd>) = crossbeam::channel::bounded(16);

@@ -47,7 +47,7 @@ use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, 
 use crate::ctl::server::{self, Call};
 use crate::dataplane::flow::{Event, EventKind, Flow};
 use crate::dataplane::snapshot::{HostStates, Link, Snapshot, SnapshotCell};
-use crate::dataplane::worker::WorkerConfig;
+use crate::dataplane::worker::{ControlFrame, WorkerConfig};
 use crate::dataplane::{FlowTableConfig, state::Timeouts};
 use crate::sys::{afpacket, afxdp, cpu, nft, privdrop, rlimit, xdp};
 use crossbeam::channel::{Receiver, Sender};
@@ -74,6 +74,8 @@ crate::named_counters! {
         StatesMirrorFull = "daemon_states_mirror_full",
         CtlRequests = "daemon_ctl_requests",
         CtlBadTarget = "daemon_ctl_bad_target",
+        /// CARP/pfsync frames drained from the workers with no role to take them yet.
+        ControlUnclaimed = "daemon_control_frames_unclaimed",
     }
 }
 
@@ -87,6 +89,8 @@ pub struct Options {
 
 /// Largest number of flows mirrored for `show states`.
 pub const STATES_MIRROR: usize = 65536;
+/// Capacity of the workers' CARP/pfsync hand-over queue.
+pub const CONTROL_QUEUE: usize = 1024;
 /// Capacity of the workers' flow event queue.
 pub const EVENT_QUEUE: usize = 65536;
 /// How often the parent drains events and retries neighbour resolution.
@@ -147,6 +151,8 @@ struct Daemon {
     ifaces: Vec<Iface>,
     workers: Vec<WorkerHandle>,
     events: Arc<ArrayQueue<Event>>,
+    /// Hook: CARP frames go to the carp shell, pfsync frames to the replicator, when they land.
+    control: Arc<ArrayQueue<Box<ControlFrame>>>,
     mirror: HashMap<u64, Flow>,
     counters: crate::counters::Counters<{ Parent::COUNT }>,
     epoch: Instant,
@@ -176,6 +182,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
     let steering = Steering::of(&snap);
     let cell = Arc::new(SnapshotCell::from_pointee(snap));
     let events = Arc::new(ArrayQueue::new(EVENT_QUEUE));
+    let control = Arc::new(ArrayQueue::new(CONTROL_QUEUE));
     let stop_flag = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let shared = Shared {
@@ -183,6 +190,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         events: events.clone(),
         stop: stop_flag.clone(),
         epoch,
+        control: control.clone(),
     };
 
     // Pinned memory for UMEMs and BPF maps, while still privileged.
@@ -242,6 +250,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         ifaces,
         workers,
         events,
+        control,
         mirror: HashMap::new(),
         counters: Default::default(),
         epoch,
@@ -504,8 +513,13 @@ impl Daemon {
         }
     }
 
-    /// Periodic work: drain flow events (pfsync hook), retry unresolved neighbours.
+    /// Periodic work: drain flow events (pfsync hook) and control frames (carp/pfsync hook),
+    /// retry unresolved neighbours.
     fn tick(&mut self) {
+        while let Some(_frame) = self.control.pop() {
+            // Hook: `carp::shell` / pfsync take these once they land.
+            self.counters.add(Parent::ControlUnclaimed.index(), 1);
+        }
         while let Some(ev) = self.events.pop() {
             let id = ev.flow.id().id;
             match ev.kind {
@@ -1001,6 +1015,7 @@ mod tests {
             ifaces: Vec::new(),
             workers: Vec::new(),
             events: Arc::new(ArrayQueue::new(16)),
+            control: Arc::new(ArrayQueue::new(16)),
             mirror: HashMap::new(),
             counters: Default::default(),
             epoch: Instant::now(),
