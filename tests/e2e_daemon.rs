@@ -401,6 +401,16 @@ fn scenario(tag: &str, ingress: &str) {
     assert!(o.status.success(), "{}", text(&o));
     assert!(udp_query(&lab, 0).is_some(), "not serving after reload");
     assert_eq!(udp_query(&lab, 40124), before, "flow moved across reload");
+    // SIGHUP reloads too.
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.log().matches("reloaded").count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.log().matches("reloaded").count(), 2, "{}", d.log());
+    assert!(udp_query(&lab, 0).is_some(), "not serving after SIGHUP");
 
     // While running: the XDP program (afxdp) or the nft ingress drop (afpacket) is in place.
     let attached = |w: &str| w.starts_with("xdp") || w.starts_with("prog/xdp");
