@@ -379,7 +379,13 @@ fn resolve_macs(cfg: &Config, ifname: &str, states: &mut HostStates, wait: bool)
         let neigh = link::neighbours(ifname);
         let mut missing = Vec::new();
         for a in &wanted {
-            match neigh.iter().find(|n| n.0 == *a) {
+            // On-link hosts are their own next hop; others are reached through their router.
+            let hop = if neigh.iter().any(|n| n.0 == *a) {
+                *a
+            } else {
+                link::next_hop(*a).unwrap_or(*a)
+            };
+            match neigh.iter().find(|n| n.0 == hop) {
                 Some(&(_, mac)) => match states.macs.iter_mut().find(|m| m.0 == *a) {
                     Some(m) if m.1 == mac => {}
                     Some(m) => {
