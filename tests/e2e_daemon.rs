@@ -375,6 +375,16 @@ fn scenario(tag: &str, ingress: &str) {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("no host 198.18.2.11 in\n{hosts}"))
         .to_string();
+    // `carpioctl monitor` sees the change.
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_carpioctl"))
+        .arg("-s")
+        .arg(&sock)
+        .arg("monitor")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let o = carpioctl(&sock, &["host", "disable", &id]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).trim(), "command succeeded");
@@ -383,6 +393,13 @@ fn scenario(tag: &str, ingress: &str) {
     }
     let s = text(&carpioctl(&sock, &["show", "hosts"]));
     assert!(s.contains("disabled"), "{s}");
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen.contains(&format!("host: id {id}, name 198.18.2.11, disable")),
+        "monitor saw: {seen}"
+    );
     let o = carpioctl(&sock, &["host", "enable", &id]);
     assert!(o.status.success(), "{}", text(&o));
 

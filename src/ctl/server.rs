@@ -4,6 +4,9 @@
 //! line is bounded ([`proto::MAX_REQUEST`]); a line that does not parse is answered with
 //! [`Response::Error`] and the connection stays usable. Parsed requests go to the daemon's
 //! parent thread over a channel with a reply channel; the server never touches daemon state.
+//! `monitor` keeps the reply channel open: the parent sends [`Response::Event`]s into it (a
+//! bounded queue of [`MONITOR_QUEUE`]; a client too slow to read them loses events, never
+//! stalls the parent) and the connection forwards them until the client goes away.
 //!
 //! Nothing a client sends can crash the daemon: no unwrap on client input, reads time out
 //! ([`CLIENT_IDLE`]) so an idle client cannot hold a slot forever.
@@ -25,6 +28,8 @@ pub const MAX_CLIENTS: usize = 16;
 pub const CLIENT_IDLE: Duration = Duration::from_secs(30);
 /// How long a connection waits for the parent's answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events queued for one `monitor` client.
+pub const MONITOR_QUEUE: usize = 256;
 /// How often the accept loop looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
@@ -181,6 +186,25 @@ fn serve(stream: UnixStream, calls: &Sender<Call>, stop: &AtomicBool) -> io::Res
             Some(Ok(())) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Some(Ok(())) => match proto::parse_request(&line) {
                 Err(message) => Response::Error { message },
+                Ok(Request::Monitor) => {
+                    let (tx, rx) = bounded(MONITOR_QUEUE);
+                    let request = Request::Monitor;
+                    if calls.send(Call { request, reply: tx }).is_err() {
+                        return Ok(());
+                    }
+                    // Forward events until the parent drops the subscription, the client
+                    // closes (the write fails) or the server stops.
+                    while !stop.load(Ordering::Relaxed) {
+                        match rx.recv_timeout(ACCEPT_POLL) {
+                            Ok(ev) => writer.write_all(proto::to_line(&ev).as_bytes())?,
+                            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
                 Ok(request) => {
                     let (tx, rx) = bounded(1);
                     if calls.send(Call { request, reply: tx }).is_err() {

@@ -166,6 +166,8 @@ struct Daemon {
     /// Hook: CARP frames go to the carp shell, pfsync frames to the replicator, when they land.
     control: Arc<ArrayQueue<Box<ControlFrame>>>,
     mirror: HashMap<u64, Flow>,
+    /// `carpioctl monitor` subscribers.
+    monitors: Vec<Sender<Response>>,
     counters: crate::counters::Counters<{ Parent::COUNT }>,
     epoch: Instant,
     last_resolve: Option<Instant>,
@@ -267,6 +269,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         events,
         control,
         mirror: HashMap::new(),
+        monitors: Vec::new(),
         counters: Default::default(),
         epoch,
         last_resolve: Some(Instant::now()),
@@ -524,6 +527,10 @@ impl Daemon {
         while !self.stop {
             crossbeam::channel::select! {
                 recv(calls) -> call => match call {
+                    Ok(call) if call.request == Request::Monitor => {
+                        self.counters.add(Parent::CtlRequests.index(), 1);
+                        self.monitors.push(call.reply);
+                    }
                     Ok(call) => {
                         self.counters.add(Parent::CtlRequests.index(), 1);
                         let resp = self.handle(call.request);
@@ -542,6 +549,30 @@ impl Daemon {
         }
     }
 
+    /// Sends a `monitor` event to every subscriber; full queues lose the event, closed ones
+    /// are forgotten.
+    fn notify(&mut self, kind: &str, id: u32, name: &str, detail: &str) {
+        if self.monitors.is_empty() {
+            return;
+        }
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ev = Response::Event {
+            kind: kind.to_string(),
+            id,
+            name: name.to_string(),
+            detail: detail.to_string(),
+            timestamp,
+        };
+        self.monitors.retain(|m| {
+            !matches!(
+                m.try_send(ev.clone()),
+                Err(crossbeam::channel::TrySendError::Disconnected(_))
+            )
+        });
+    }
+
     /// Applies an event from another role and rebuilds the snapshot if something changed.
     fn role_event(&mut self, ev: RoleEvent) {
         match ev {
@@ -553,6 +584,16 @@ impl Daemon {
                         self.states.down.push(id);
                     }
                     self.counters.add(Parent::HostTransitions.index(), 1);
+                    let name = self
+                        .cfg
+                        .hosts()
+                        .find(|h| h.id == id)
+                        .map(|h| match &h.addr {
+                            config::Address::Ip(ip) => ip.to_string(),
+                            config::Address::Name(n) => n.clone(),
+                        })
+                        .unwrap_or_default();
+                    self.notify("host_status", id, &name, if up { "up" } else { "down" });
                     if let Err(e) = self.rebuild() {
                         log(format!("snapshot: {e}"));
                     }
@@ -675,8 +716,9 @@ impl Daemon {
             } => self.set(object, &target, enable),
             Request::Reload => self.reload(None),
             Request::Load { path } => self.reload(Some(PathBuf::from(path))),
+            // Handled in `main_loop` (the reply channel becomes a subscription).
             Request::Monitor => Response::Failed {
-                reason: "monitor is not supported yet".into(),
+                reason: "monitor needs a subscription".into(),
             },
             Request::Poll => Response::Ok,
             Request::Log { verbose } => {
@@ -717,6 +759,8 @@ impl Daemon {
                             log("reload: interface changes need a restart; kept the old ingress");
                         }
                         log(format!("reloaded {}", file.display()));
+                        let f = file.display().to_string();
+                        self.notify("reload", 0, &f, "ok");
                         Response::Ok
                     }
                     Err(e) => {
@@ -737,6 +781,7 @@ impl Daemon {
             }
         }
         let id: Option<u32> = target.parse().ok();
+        let mut display = target.to_string();
         match object {
             Object::Host => {
                 let ids: Vec<u32> = self
@@ -753,6 +798,12 @@ impl Daemon {
                     .collect();
                 if ids.is_empty() {
                     return self.bad_target("host", target);
+                }
+                if let Some(h) = self.cfg.hosts().find(|h| ids.contains(&h.id)) {
+                    display = match &h.addr {
+                        config::Address::Ip(ip) => ip.to_string(),
+                        config::Address::Name(n) => n.clone(),
+                    };
                 }
                 for i in ids {
                     toggle(&mut self.states.disabled_hosts, &i, !enable);
@@ -793,6 +844,12 @@ impl Daemon {
                 }
             }
         }
+        let (kind, detail) = match object {
+            Object::Host => ("host", if enable { "enable" } else { "disable" }),
+            Object::Table => ("table", if enable { "enable" } else { "disable" }),
+            Object::Redirect => ("redirect", if enable { "enable" } else { "disable" }),
+        };
+        self.notify(kind, id.unwrap_or(0), &display, detail);
         match self.rebuild() {
             Ok(()) => Response::Ok,
             Err(reason) => Response::Failed { reason },
@@ -1065,6 +1122,7 @@ mod tests {
             events: Arc::new(ArrayQueue::new(16)),
             control: Arc::new(ArrayQueue::new(16)),
             mirror: HashMap::new(),
+            monitors: Vec::new(),
             counters: Default::default(),
             epoch: Instant::now(),
             last_resolve: None,
@@ -1205,6 +1263,33 @@ mod tests {
         d.role_event(RoleEvent::Host { id, up: true });
         assert_eq!(d.cell.load().tables[0].up_count(), 2);
         assert_eq!(d.counters.get(Parent::HostTransitions.index()), 2);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn monitor_subscribers_get_events() {
+        let p = write("monitor.conf", CONF);
+        let mut d = daemon(&p);
+        let (tx, rx) = crossbeam::channel::bounded(4);
+        d.monitors.push(tx);
+        let (gone, gone_rx) = crossbeam::channel::bounded(4);
+        d.monitors.push(gone);
+        drop(gone_rx);
+        let (id, _) = host_item(&d.summary(), "198.18.2.12");
+        d.role_event(RoleEvent::Host { id, up: false });
+        match rx.try_recv().unwrap() {
+            Response::Event {
+                kind, name, detail, ..
+            } => {
+                assert_eq!(
+                    (kind.as_str(), name.as_str(), detail.as_str()),
+                    ("host_status", "198.18.2.12", "down")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The closed subscriber was dropped.
+        assert_eq!(d.monitors.len(), 1);
         let _ = std::fs::remove_file(p);
     }
 
