@@ -31,10 +31,20 @@
 //! With several workers, a NAT flow's two directions must reach the same worker: use one queue
 //! per interface for NAT services until RSS/fanout steering by client endpoint lands.
 //!
+//! Checksums: AF_PACKET and pnet see frames as the sender handed them; a veth peer in the same
+//! host sends TCP/UDP with CHECKSUM_PARTIAL (only the pseudo-header sum in the field), and the
+//! rewrite's incremental update keeps that wrong. Senders on veth need `ethtool -K IF tx off`
+//! with those ingresses (generic XDP completes the checksum, so AF_XDP is not affected; real
+//! NICs deliver complete checksums). Honouring TP_STATUS_CSUMNOTREADY in `sys::afpacket` would
+//! remove the need.
+//!
 //! # Hooks for the other roles
 //!
 //! Health checks, carp, relays and pfsync run as threads started from the configuration with a
-//! small handle and crossbeam channels (see [`Roles`]); until they land every host counts as up.
+//! small handle and crossbeam channels (see [`Roles`]): they send [`RoleEvent`]s (host up/down)
+//! to the parent, which rebuilds the snapshot and tells `carpioctl monitor` subscribers; CARP
+//! and pfsync frames arrive from the workers on the control queue. Until the health engine
+//! lands every host counts as up.
 //!
 //! Nothing here panics on input from the network, a file or a control client: errors are
 //! returned, logged, or answered with `Response::Error`/`Failed`; counters name every reject.
