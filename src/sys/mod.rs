@@ -14,6 +14,7 @@
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
 //! - [`rawip`]: poll(2) over several sockets, recvmsg(2) with the IPv6 hop limit, link flags
 //!   (carp).
+//! - [`privdrop`]: become the configured `user`, keeping CAP_NET_RAW and CAP_NET_ADMIN.
 
 pub mod afpacket;
 pub mod afxdp;
@@ -24,5 +25,6 @@ pub mod ifinfo;
 pub mod netns;
 pub mod nft;
 pub mod rawip;
+pub mod privdrop;
 pub mod rlimit;
 pub mod xdp;
