@@ -47,6 +47,7 @@ const UNBOUND_TPL: &str = include_str!("../scripts/lab/unbound.conf.in");
 const CHRONY_TPL: &str = include_str!("../scripts/lab/chrony.conf.in");
 const SMTPD_TPL: &str = include_str!("../scripts/lab/smtpd.conf.in");
 const NGINX_TPL: &str = include_str!("../scripts/lab/nginx.conf.in");
+const CARPIO_TPL: &str = include_str!("../scripts/lab/carpio.conf.in");
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -340,29 +341,11 @@ fn servers(env: &mut Env) {
     }
 }
 
-/// The carpio configuration of one run: NAT for DNS, NTP, SMTP and HTTP on .10, DSR and IPIP
-/// for DNS on .11 and .12. DNS/NTP/SMTP tables are round-robin, so a flow that stays on its
-/// backend shows the flow table at work; HTTP uses Maglev.
+/// The carpio configuration of one run (scripts/lab/carpio.conf.in, as the demo's).
 fn carpio_conf(ingress: &str, sock: &Path) -> String {
-    let hosts = "198.18.1.1, 198.18.1.2, 198.18.1.3";
-    format!(
-        "# e2e_services: one-armed NAT lab\n\
-         interface lb0 {{ {ingress} }}\n\
-         control socket \"{sock}\"\n\
-         table <dns> {{ {hosts} }}\n\
-         table <ntp> {{ {hosts} }}\n\
-         table <smtp> {{ {hosts} }}\n\
-         table <http> {{ {hosts} }}\n\
-         table <dnsdsr> {{ {hosts} }}\n\
-         table <dnsipip> {{ {hosts} }}\n\
-         redirect dns {{\n  listen on {VIP} udp port 53\n  forward to <dns> mode roundrobin check icmp\n}}\n\
-         redirect ntp {{\n  listen on {VIP} udp port 123\n  forward to <ntp> mode roundrobin check icmp\n}}\n\
-         redirect smtp {{\n  listen on {VIP} tcp port 25\n  forward to <smtp> mode roundrobin check icmp\n}}\n\
-         redirect http {{\n  listen on {VIP} tcp port 80\n  forward to <http> mode maglev check icmp\n}}\n\
-         redirect dnsdsr {{\n  listen on {VIP_DSR} udp port 53\n  route to <dnsdsr> mode roundrobin check icmp interface lb0\n}}\n\
-         redirect dnsipip {{\n  listen on {VIP_IPIP} udp port 53\n  forward to <dnsipip> mode roundrobin check icmp encap ipip\n}}\n",
-        sock = sock.display()
-    )
+    CARPIO_TPL
+        .replace("@INGRESS@", ingress)
+        .replace("@SOCK@", &sock.to_string_lossy())
 }
 
 /// `dig` TXT who.svc.test at `vip` from source port `port`; the backend's name or None.

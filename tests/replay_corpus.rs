@@ -137,11 +137,23 @@ fn every_corpus_frame_is_accounted_for_through_the_pipeline() {
         })
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(report.frames, expected, "{}: frames read", path.display());
-        assert_eq!(report.accounted(), expected, "{}\n{}", path.display(), report.render());
-        assert_eq!(report.tx + report.passed + report.dropped + report.dev_drops.total(), expected);
+        assert_eq!(
+            report.accounted(),
+            expected,
+            "{}\n{}",
+            path.display(),
+            report.render()
+        );
+        assert_eq!(
+            report.tx + report.passed + report.dropped + report.dev_drops.total(),
+            expected
+        );
         nat_in += report.counter("tx_nat_in");
         nat_out += report.counter("tx_nat_out");
     }
-    assert!(nat_in >= 10, "corpus DNS/NTP queries to the VIPs were balanced: {nat_in}");
+    assert!(
+        nat_in >= 10,
+        "corpus DNS/NTP queries to the VIPs were balanced: {nat_in}"
+    );
     let _ = nat_out;
 }

@@ -138,10 +138,14 @@ lab_down() {
     sleep 0.1
   done
   for p in "${LAB_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for n in "${LAB_NS[@]}"; do
+  # Also the namespaces a subshell made: they all carry this shell's prefix.
+  local all
+  all=$( { printf '%s\n' "${LAB_NS[@]}"; ip netns list 2>/dev/null | awk '{print $1}' |
+           grep "^$LAB_P-" ; } | sort -u | grep . || true)
+  for n in $all; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
   done
   wait 2>/dev/null || true
-  for n in "${LAB_NS[@]}"; do ip netns delete "$n" 2>/dev/null || true; done
+  for n in $all; do ip netns delete "$n" 2>/dev/null || true; done
   LAB_PIDS=(); LAB_NS=()
 }
