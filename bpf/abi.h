@@ -43,13 +43,20 @@ struct carpio_svc_key {
 
 /*
  * Value of `carpio_svcs`. For an exact-port key it is ignored (flags aside). For a port-0 key,
- * port_lo..=port_hi (host order) is the accepted destination port range; 0..=0 means any port.
+ * port_lo..=port_hi (host order) is the accepted port range; 0..=0 means any port.
+ *
+ * flags: with CARPIO_SVC_F_SRC the entry also matches packets FROM {addr, proto, port} (the
+ * source address and source port): the NAT return path, a backend answering a client through
+ * the balancer. With CARPIO_SVC_F_NODST it does not match as a destination (a backend address
+ * is not a virtual service). 0 is a plain virtual service.
  */
 struct carpio_svc_val {
 	__u16 port_lo;
 	__u16 port_hi;
-	__u32 flags;   /* reserved, zero */
+	__u32 flags;
 };
+#define CARPIO_SVC_F_SRC 1
+#define CARPIO_SVC_F_NODST 2
 #define CARPIO_SVC_VAL_SIZE 8
 #define CARPIO_SVC_VAL_OFF_PORT_LO 0
 #define CARPIO_SVC_VAL_OFF_PORT_HI 2
@@ -75,7 +82,8 @@ enum carpio_stat {
 	CARPIO_STAT_PASS_NO_MATCH = 7,     /* IP/ARP but not carpio's */
 	CARPIO_STAT_PASS_TRUNCATED = 8,    /* headers shorter than they claim */
 	CARPIO_STAT_PASS_NO_XSK = 9,       /* carpio's, but no socket on this RX queue */
-	CARPIO_STAT_MAX = 10,
+	CARPIO_STAT_REDIRECT_RETURN = 10,  /* from a NAT backend's address and port */
+	CARPIO_STAT_MAX = 11,
 };
 
 /* Map names (ELF section symbols) userspace looks up. */

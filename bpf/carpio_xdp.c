@@ -7,7 +7,9 @@
  *   - non-first IPv4/IPv6 fragments to a VIP address (they carry no ports; carpio decides);
  *   - ARP whose target protocol address is a VIP, IPv6 neighbour solicitations whose target is
  *     a VIP (carpio answers for the addresses it owns, as carp(4) does);
- *   - CARP (IP protocol 112) and pfsync (IP protocol 240).
+ *   - CARP (IP protocol 112) and pfsync (IP protocol 240);
+ *   - the NAT return path: packets FROM a backend {src, proto, sport} whose entry carries
+ *     CARPIO_SVC_F_SRC (the backends route to clients through the balancer; carpio un-NATs).
  * The redirect uses XDP_PASS as the fallback action so an empty XSKMAP slot passes the packet
  * (bpf_redirect_map, include/uapi/linux/bpf.h: "the lower two bits of flags are used as the
  * return code if the map lookup fails").
@@ -97,36 +99,56 @@ static __always_inline int is_vip(const __u8 addr[16])
 	return bpf_map_lookup_elem(&carpio_vips, &k) != 0;
 }
 
-/* Looks up {dst, proto, dport}, then {dst, proto, 0} with its optional range. */
-static __always_inline int is_service(const __u8 dst[16], __u8 proto, __be16 dport)
+/*
+ * Looks up {addr, proto, port}, then {addr, proto, 0} with its optional range. `want` is the
+ * flag an entry must have (CARPIO_SVC_F_SRC for a source match), `deny` one it must not have
+ * (CARPIO_SVC_F_NODST for a destination match).
+ */
+static __always_inline int lookup_svc(const __u8 addr[16], __u8 proto, __be16 port, __u32 want,
+				      __u32 deny)
 {
 	struct carpio_svc_key k = {};
 	struct carpio_svc_val *v;
 	__u16 p;
 
-	__builtin_memcpy(k.addr, dst, 16);
+	__builtin_memcpy(k.addr, addr, 16);
 	k.proto = proto;
-	k.port = dport;
-	if (dport && bpf_map_lookup_elem(&carpio_svcs, &k))
-		return 1;
+	k.port = port;
+	if (port) {
+		v = bpf_map_lookup_elem(&carpio_svcs, &k);
+		if (v && (v->flags & want) == want && !(v->flags & deny))
+			return 1;
+	}
 	k.port = 0;
 	v = bpf_map_lookup_elem(&carpio_svcs, &k);
-	if (!v)
+	if (!v || (v->flags & want) != want || (v->flags & deny))
 		return 0;
 	if (v->port_lo == 0 && v->port_hi == 0)
 		return 1;
-	p = bpf_ntohs(dport);
+	p = bpf_ntohs(port);
 	return p >= v->port_lo && p <= v->port_hi;
 }
 
-/* Destination port of a TCP, UDP or SCTP header at l4 (all start with sport, dport), 0 otherwise. */
-static __always_inline int dport_of(void *l4, void *end, __u8 proto, __be16 *dport)
+static __always_inline int is_service(const __u8 dst[16], __u8 proto, __be16 dport)
 {
+	return lookup_svc(dst, proto, dport, 0, CARPIO_SVC_F_NODST);
+}
+
+static __always_inline int is_return(const __u8 src[16], __u8 proto, __be16 sport)
+{
+	return lookup_svc(src, proto, sport, CARPIO_SVC_F_SRC, 0);
+}
+
+/* Ports of a TCP, UDP or SCTP header at l4 (all start with sport, dport), 0 otherwise. */
+static __always_inline int ports_of(void *l4, void *end, __u8 proto, __be16 *sport, __be16 *dport)
+{
+	*sport = 0;
 	*dport = 0;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_SCTP)
 		return 0;
 	if (l4 + 4 > end)
 		return -1;
+	*sport = ((__be16 *)l4)[0];
 	*dport = ((__be16 *)l4)[1];
 	return 0;
 }
@@ -140,7 +162,8 @@ int carpio_xdp(struct xdp_md *ctx)
 	void *l3;
 	__u16 proto;
 	__u8 dst[16];
-	__be16 dport;
+	__u8 src[16];
+	__be16 sport, dport;
 
 	if ((void *)(eth + 1) > end)
 		return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
@@ -181,10 +204,13 @@ int carpio_xdp(struct xdp_md *ctx)
 				return steer(ctx, CARPIO_STAT_REDIRECT_FRAGMENT);
 			return count(CARPIO_STAT_PASS_NO_MATCH, XDP_PASS);
 		}
-		if (dport_of(l4, end, ip->protocol, &dport) < 0)
+		if (ports_of(l4, end, ip->protocol, &sport, &dport) < 0)
 			return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
 		if (is_service(dst, ip->protocol, dport))
 			return steer(ctx, CARPIO_STAT_REDIRECT_SERVICE);
+		v4_mapped(src, ip->saddr);
+		if (is_return(src, ip->protocol, sport))
+			return steer(ctx, CARPIO_STAT_REDIRECT_RETURN);
 		return count(CARPIO_STAT_PASS_NO_MATCH, XDP_PASS);
 	}
 
@@ -244,10 +270,13 @@ int carpio_xdp(struct xdp_md *ctx)
 				return count(CARPIO_STAT_PASS_NO_MATCH, XDP_PASS);
 			}
 		}
-		if (dport_of(l4, end, nh, &dport) < 0)
+		if (ports_of(l4, end, nh, &sport, &dport) < 0)
 			return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
 		if (is_service(dst, nh, dport))
 			return steer(ctx, CARPIO_STAT_REDIRECT_SERVICE);
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		if (is_return(src, nh, sport))
+			return steer(ctx, CARPIO_STAT_REDIRECT_RETURN);
 		return count(CARPIO_STAT_PASS_NO_MATCH, XDP_PASS);
 	}
 

@@ -7,6 +7,7 @@ pub mod carp;
 pub mod config;
 pub mod counters;
 pub mod ctl;
+pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod lab;

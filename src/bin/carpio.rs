@@ -162,15 +162,26 @@ fn main() -> ExitCode {
             }
         }
         None => {
-            let _ = (
-                cli.foreground,
-                cli.check,
-                cli.verbose,
-                &cli.define,
-                &cli.file,
-            );
-            eprintln!("carpio: the daemon needs the configuration module; use `carpio replay`");
-            ExitCode::FAILURE
+            let opts = carpio::daemon::Options {
+                file: cli.file,
+                defines: cli.define,
+                verbose: cli.verbose,
+            };
+            if cli.check {
+                let (code, out) = carpio::daemon::check(&opts);
+                eprint!("{out}");
+                return ExitCode::from(code as u8);
+            }
+            // carpio always runs in the foreground (-d is accepted for relayd's muscle memory);
+            // run it under a supervisor to detach.
+            let _ = cli.foreground;
+            match carpio::daemon::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("carpio: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

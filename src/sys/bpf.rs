@@ -44,14 +44,19 @@ impl SvcKey {
     }
 }
 
+/// `CARPIO_SVC_F_SRC`: the entry also matches packets *from* its address and port (the NAT
+/// return path).
+pub const SVC_F_SRC: u32 = 1;
+/// `CARPIO_SVC_F_NODST`: the entry does not match as a destination (a backend, not a service).
+pub const SVC_F_NODST: u32 = 2;
+
 /// `struct carpio_svc_val`: for a port-0 key, the accepted port range (host order, inclusive;
-/// 0..=0 = any port).
+/// 0..=0 = any port), and the match flags ([`SVC_F_SRC`], [`SVC_F_NODST`]).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SvcVal {
     pub port_lo: u16,
     pub port_hi: u16,
-    /// Reserved, zero.
     pub flags: u32,
 }
 
@@ -98,6 +103,7 @@ crate::named_counters! {
         PassNoMatch = "xdp_pass_no_match",
         PassTruncated = "xdp_pass_truncated",
         PassNoXsk = "xdp_pass_no_xsk",
+        RedirectReturn = "xdp_redirect_return",
     }
 }
 
@@ -180,6 +186,8 @@ mod tests {
         assert_eq!(MAP_VIPS, string_define("CARPIO_MAP_VIPS"));
         assert_eq!(MAP_STATS, string_define("CARPIO_MAP_STATS"));
         assert_eq!(PROG, string_define("CARPIO_PROG"));
+        assert_eq!(SVC_F_SRC as usize, define("CARPIO_SVC_F_SRC"));
+        assert_eq!(SVC_F_NODST as usize, define("CARPIO_SVC_F_NODST"));
     }
 
     #[test]

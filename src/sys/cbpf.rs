@@ -9,7 +9,10 @@
 //!   are not walked here: such packets go to the kernel), port as above;
 //! - ARP whose target protocol address is an IPv4 VIP; IPv6 neighbour solicitations (next header
 //!   58 directly) whose target is an IPv6 VIP;
-//! - IP protocol 112 (CARP) and 240 (pfsync) over IPv4 and IPv6, when asked.
+//! - IP protocol 112 (CARP) and 240 (pfsync) over IPv4 and IPv6, when asked;
+//! - the NAT return path: IPv4/IPv6 *from* a backend address with `proto` (and a source port
+//!   in range), listed in [`FilterConfig::sources`], so the worker can un-NAT backend → client
+//!   packets (the backends route to clients through the balancer, see `daemon`'s doc).
 //!
 //! Layout: one self-contained rule after another. A rule that matches falls through to its own
 //! `ret accept`; a failed test jumps to the next rule. Jumps therefore never span more than one
@@ -44,10 +47,14 @@ const OFF_ETHERTYPE: u32 = 12;
 const ETH_LEN: u32 = 14;
 const OFF_V4_FRAG: u32 = ETH_LEN + 6;
 const OFF_V4_PROTO: u32 = ETH_LEN + 9;
+const OFF_V4_SRC: u32 = ETH_LEN + 12;
 const OFF_V4_DST: u32 = ETH_LEN + 16;
+const OFF_V6_SRC: u32 = ETH_LEN + 8;
 const OFF_V6_NH: u32 = ETH_LEN + 6;
 const OFF_V6_DST: u32 = ETH_LEN + 24;
 const V6_LEN: u32 = 40;
+/// Source port: bytes 0..2 of the TCP/UDP/SCTP header.
+const OFF_L4_SPORT: u32 = 0;
 /// Destination port: bytes 2..4 of the TCP/UDP/SCTP header.
 const OFF_L4_DPORT: u32 = 2;
 const OFF_ARP_TPA: u32 = ETH_LEN + 24;
@@ -84,6 +91,9 @@ pub struct Service {
 #[derive(Debug, Clone, Default)]
 pub struct FilterConfig {
     pub services: Vec<Service>,
+    /// Return-path entries, matched on the packet's *source* address, protocol and source
+    /// port range (a NAT backend's address and the port it answers from).
+    pub sources: Vec<Service>,
     /// Addresses carpio answers ARP / ND for and takes fragments to.
     pub vips: Vec<IpAddr>,
     pub carp: bool,
@@ -192,6 +202,67 @@ fn words(a: [u8; 16]) -> [u32; 4] {
     [w(0), w(4), w(8), w(12)]
 }
 
+/// Which address and port of the packet a [`Service`] rule matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Destination address and port: a virtual service.
+    Dst,
+    /// Source address and port: a NAT backend's answers.
+    Src,
+}
+
+fn service_rule(out: &mut Vec<Insn>, s: &Service, side: Side) -> Result<(), Error> {
+    let (off_v4, off_v6, off_l4) = match side {
+        Side::Dst => (OFF_V4_DST, OFF_V6_DST, OFF_L4_DPORT),
+        Side::Src => (OFF_V4_SRC, OFF_V6_SRC, OFF_L4_SPORT),
+    };
+    let range = match s.ports {
+        Some((lo, hi)) if lo > hi => return Err(Error::BadRange(lo, hi)),
+        Some((lo, hi)) if has_ports(s.proto) && !(lo == 0 && hi == u16::MAX) => Some((lo, hi)),
+        _ => None,
+    };
+    let mut steps = vec![ld(BPF_H, OFF_ETHERTYPE)];
+    match s.addr {
+        IpAddr::V4(a) => {
+            steps.extend([
+                Step::Jeq(ETHERTYPE_IPV4),
+                ld(BPF_W, off_v4),
+                Step::Jeq(u32::from(a)),
+                ld(BPF_B, OFF_V4_PROTO),
+                Step::Jeq(s.proto.into()),
+            ]);
+            if let Some((lo, hi)) = range {
+                steps.extend([
+                    // A non-first fragment has no ports (the VIP fragment rule takes it).
+                    ld(BPF_H, OFF_V4_FRAG),
+                    Step::JclearK(IP_OFFMASK),
+                    ldx_msh(ETH_LEN),
+                    ld_ind(BPF_H, ETH_LEN + off_l4),
+                    Step::Jge(lo.into()),
+                    Step::Jle(hi.into()),
+                ]);
+            }
+        }
+        IpAddr::V6(a) => {
+            steps.push(Step::Jeq(ETHERTYPE_IPV6));
+            for (i, wi) in words(a.octets()).iter().enumerate() {
+                steps.push(ld(BPF_W, off_v6 + 4 * i as u32));
+                steps.push(Step::Jeq(*wi));
+            }
+            steps.extend([ld(BPF_B, OFF_V6_NH), Step::Jeq(s.proto.into())]);
+            if let Some((lo, hi)) = range {
+                steps.extend([
+                    ld(BPF_H, ETH_LEN + V6_LEN + off_l4),
+                    Step::Jge(lo.into()),
+                    Step::Jle(hi.into()),
+                ]);
+            }
+        }
+    }
+    emit_rule(out, &steps);
+    Ok(())
+}
+
 /// Compiles `cfg` into a cBPF program (ends with `ret 0`: everything else is not delivered).
 pub fn compile(cfg: &FilterConfig) -> Result<Vec<Insn>, Error> {
     let mut out = Vec::new();
@@ -261,50 +332,10 @@ pub fn compile(cfg: &FilterConfig) -> Result<Vec<Insn>, Error> {
         }
     }
     for s in &cfg.services {
-        let range = match s.ports {
-            Some((lo, hi)) if lo > hi => return Err(Error::BadRange(lo, hi)),
-            Some((lo, hi)) if has_ports(s.proto) && !(lo == 0 && hi == u16::MAX) => Some((lo, hi)),
-            _ => None,
-        };
-        let mut steps = vec![ld(BPF_H, OFF_ETHERTYPE)];
-        match s.addr {
-            IpAddr::V4(a) => {
-                steps.extend([
-                    Step::Jeq(ETHERTYPE_IPV4),
-                    ld(BPF_W, OFF_V4_DST),
-                    Step::Jeq(u32::from(a)),
-                    ld(BPF_B, OFF_V4_PROTO),
-                    Step::Jeq(s.proto.into()),
-                ]);
-                if let Some((lo, hi)) = range {
-                    steps.extend([
-                        // A non-first fragment has no ports (the VIP fragment rule takes it).
-                        ld(BPF_H, OFF_V4_FRAG),
-                        Step::JclearK(IP_OFFMASK),
-                        ldx_msh(ETH_LEN),
-                        ld_ind(BPF_H, ETH_LEN + OFF_L4_DPORT),
-                        Step::Jge(lo.into()),
-                        Step::Jle(hi.into()),
-                    ]);
-                }
-            }
-            IpAddr::V6(a) => {
-                steps.push(Step::Jeq(ETHERTYPE_IPV6));
-                for (i, wi) in words(a.octets()).iter().enumerate() {
-                    steps.push(ld(BPF_W, OFF_V6_DST + 4 * i as u32));
-                    steps.push(Step::Jeq(*wi));
-                }
-                steps.extend([ld(BPF_B, OFF_V6_NH), Step::Jeq(s.proto.into())]);
-                if let Some((lo, hi)) = range {
-                    steps.extend([
-                        ld(BPF_H, ETH_LEN + V6_LEN + OFF_L4_DPORT),
-                        Step::Jge(lo.into()),
-                        Step::Jle(hi.into()),
-                    ]);
-                }
-            }
-        }
-        emit_rule(&mut out, &steps);
+        service_rule(&mut out, s, Side::Dst)?;
+    }
+    for s in &cfg.sources {
+        service_rule(&mut out, s, Side::Src)?;
     }
     out.push(Insn {
         code: BPF_RET | BPF_K,
@@ -410,6 +441,7 @@ mod tests {
             vips: vec![VIP4.into(), VIP6.into()],
             carp: true,
             pfsync: true,
+            sources: Vec::new(),
         }
     }
 
@@ -576,6 +608,52 @@ mod tests {
             ]
         );
         assert_eq!(p.len(), 11);
+    }
+
+    /// NAT return path: frames from a backend's address and source port are accepted, by
+    /// source only (the same address as a destination is not), for both families.
+    #[test]
+    fn source_entries_match_the_return_path() {
+        let backend4 = Ipv4Addr::new(198, 18, 0, 1); // the source v4() writes
+        let p = compile(&FilterConfig {
+            sources: vec![
+                Service {
+                    addr: backend4.into(),
+                    proto: 17,
+                    ports: Some((1234, 1234)),
+                },
+                Service {
+                    addr: Ipv6Addr::UNSPECIFIED.into(), // the source v6() writes
+                    proto: 6,
+                    ports: Some((1000, 2000)),
+                },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let other = Ipv4Addr::new(198, 18, 9, 9);
+        assert_ne!(run(&p, &v4(other, 17, 40000, 0, 5)), 0);
+        // Wrong protocol, wrong source port, later fragment: not the return path.
+        assert_eq!(run(&p, &v4(other, 6, 40000, 0, 5)), 0);
+        let mut f = v4(other, 17, 40000, 0, 5);
+        f[34..36].copy_from_slice(&1235u16.to_be_bytes());
+        assert_eq!(run(&p, &f), 0);
+        assert_eq!(run(&p, &v4(other, 17, 40000, 0x0010, 5)), 0);
+        // Source port found behind IPv4 options.
+        assert_ne!(run(&p, &v4(other, 17, 40000, 0, 6)), 0);
+        // Destination == backend address is not a match.
+        let mut f = v4(backend4, 17, 1234, 0, 5);
+        f[26..30].copy_from_slice(&[198, 18, 7, 7]);
+        assert_eq!(run(&p, &f), 0);
+        // IPv6: sport 1234 within 1000..=2000 over TCP; UDP is not.
+        assert_ne!(run(&p, &v6(VIP6, 6, 80)), 0);
+        assert_eq!(run(&p, &v6(VIP6, 17, 80)), 0);
+        // Every truncation of an accepted frame runs without panicking.
+        let f = v4(other, 17, 40000, 0, 5);
+        for n in 0..f.len() {
+            let _ = run(&p, &f[..n]);
+        }
+        assert_eq!(run(&p, &f[..35]), 0);
     }
 
     #[test]

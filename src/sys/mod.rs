@@ -11,6 +11,7 @@
 //! - [`cpu`]: pin the calling thread to a CPU.
 //! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
+//! - [`privdrop`]: become the configured `user`, keeping CAP_NET_RAW and CAP_NET_ADMIN.
 
 pub mod afpacket;
 pub mod afxdp;
@@ -19,5 +20,6 @@ pub mod cbpf;
 pub mod cpu;
 pub mod netns;
 pub mod nft;
+pub mod privdrop;
 pub mod rlimit;
 pub mod xdp;

@@ -5,7 +5,10 @@
 //! (feasibility.md §3).
 //!
 //! Only virtual-service traffic (and non-first fragments to VIP addresses) is dropped; ARP,
-//! CARP and pfsync still reach the kernel. Installed through the `nft` command, optionally
+//! CARP and pfsync still reach the kernel. With NAT, the backends' answers (matched on their
+//! source address and port, the `sources` of [`ruleset_with_sources`]) are dropped too: the
+//! balancer is the backends' gateway, and a forwarding kernel would otherwise route them to the
+//! client un-NATed, beside the copy carpio rewrites. Installed through the `nft` command, optionally
 //! inside a named network namespace (`ip netns exec`).
 
 use super::cbpf::Service;
@@ -47,6 +50,18 @@ pub fn ruleset(
     services: &[Service],
     vips: &[IpAddr],
 ) -> io::Result<String> {
+    ruleset_with_sources(table, ifname, services, &[], vips)
+}
+
+/// [`ruleset`] plus drops of the NAT return path: packets *from* each of `sources` (address,
+/// protocol, source port range).
+pub fn ruleset_with_sources(
+    table: &str,
+    ifname: &str,
+    services: &[Service],
+    sources: &[Service],
+    vips: &[IpAddr],
+) -> io::Result<String> {
     check_ident(table)?;
     check_ifname(ifname)?;
     let mut s = format!(
@@ -60,27 +75,29 @@ pub fn ruleset(
             IpAddr::V6(a) => s.push_str(&format!("    ip6 daddr {a} exthdr frag exists drop\n")),
         }
     }
-    for svc in services {
-        let (fam, nh) = match svc.addr {
-            IpAddr::V4(_) => ("ip", "ip protocol"),
-            // meta l4proto: the transport protocol after any extension headers.
-            IpAddr::V6(_) => ("ip6", "meta l4proto"),
-        };
-        let l4 = match svc.proto {
-            6 => Some("tcp"),
-            17 => Some("udp"),
-            132 => Some("sctp"),
-            _ => None,
-        };
-        let ports = match (l4, svc.ports) {
-            (Some(l4), Some((lo, hi))) if lo == hi => format!(" {l4} dport {lo}"),
-            (Some(l4), Some((lo, hi))) => format!(" {l4} dport {lo}-{hi}"),
-            _ => String::new(),
-        };
-        s.push_str(&format!(
-            "    {fam} daddr {} {nh} {}{ports} drop\n",
-            svc.addr, svc.proto
-        ));
+    for (list, dir) in [(services, "d"), (sources, "s")] {
+        for svc in list {
+            let (fam, nh) = match svc.addr {
+                IpAddr::V4(_) => ("ip", "ip protocol"),
+                // meta l4proto: the transport protocol after any extension headers.
+                IpAddr::V6(_) => ("ip6", "meta l4proto"),
+            };
+            let l4 = match svc.proto {
+                6 => Some("tcp"),
+                17 => Some("udp"),
+                132 => Some("sctp"),
+                _ => None,
+            };
+            let ports = match (l4, svc.ports) {
+                (Some(l4), Some((lo, hi))) if lo == hi => format!(" {l4} {dir}port {lo}"),
+                (Some(l4), Some((lo, hi))) => format!(" {l4} {dir}port {lo}-{hi}"),
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "    {fam} {dir}addr {} {nh} {}{ports} drop\n",
+                svc.addr, svc.proto
+            ));
+        }
     }
     s.push_str("  }\n}\n");
     Ok(s)
@@ -133,7 +150,19 @@ impl IngressDrop {
         services: &[Service],
         vips: &[IpAddr],
     ) -> io::Result<Self> {
-        let text = ruleset(table, ifname, services, vips)?;
+        Self::install_with_sources(netns, table, ifname, services, &[], vips)
+    }
+
+    /// [`IngressDrop::install`] with NAT return-path drops (see [`ruleset_with_sources`]).
+    pub fn install_with_sources(
+        netns: Option<&str>,
+        table: &str,
+        ifname: &str,
+        services: &[Service],
+        sources: &[Service],
+        vips: &[IpAddr],
+    ) -> io::Result<Self> {
+        let text = ruleset_with_sources(table, ifname, services, sources, vips)?;
         nft(netns, &["-f", "-"], Some(&text))?;
         Ok(Self {
             netns: netns.map(str::to_owned),
@@ -194,6 +223,32 @@ mod tests {
         assert_eq!(
             got,
             "table netdev carpio_lb0 {\n  chain ingress {\n    type filter hook ingress device \"lb0\" priority -500; policy accept;\n    ip daddr 198.18.0.2 ip frag-off & 0x1fff != 0 drop\n    ip daddr 198.18.0.2 ip protocol 17 udp dport 9000 drop\n    ip6 daddr 2001:db8::1 meta l4proto 6 tcp dport 8000-8099 drop\n    ip daddr 198.18.0.3 ip protocol 47 drop\n  }\n}\n"
+        );
+    }
+
+    #[test]
+    fn golden_ruleset_with_sources() {
+        let svc = Service {
+            addr: "198.18.1.100".parse().unwrap(),
+            proto: 17,
+            ports: Some((53, 53)),
+        };
+        let sources = [
+            Service {
+                addr: "198.18.2.11".parse().unwrap(),
+                proto: 17,
+                ports: Some((5353, 5353)),
+            },
+            Service {
+                addr: "2001:db8:2::11".parse().unwrap(),
+                proto: 6,
+                ports: Some((25, 26)),
+            },
+        ];
+        let got = ruleset_with_sources("carpio_lb0", "lb0", &[svc], &sources, &[]).unwrap();
+        assert_eq!(
+            got,
+            "table netdev carpio_lb0 {\n  chain ingress {\n    type filter hook ingress device \"lb0\" priority -500; policy accept;\n    ip daddr 198.18.1.100 ip protocol 17 udp dport 53 drop\n    ip saddr 198.18.2.11 ip protocol 17 udp sport 5353 drop\n    ip6 saddr 2001:db8:2::11 meta l4proto 6 tcp sport 25-26 drop\n  }\n}\n"
         );
     }
 

@@ -187,6 +187,28 @@ impl Program {
         Ok(())
     }
 
+    /// Adds or replaces a map entry with explicit match flags ([`bpf::SVC_F_SRC`] for the NAT
+    /// return path: packets *from* `key`'s address and port; with [`bpf::SVC_F_NODST`] the entry
+    /// does not match as a destination).
+    pub fn insert_entry(
+        &mut self,
+        key: SvcKey,
+        range: Option<(u16, u16)>,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let (port_lo, port_hi) = range.unwrap_or((0, 0));
+        self.svcs.insert(
+            key,
+            SvcVal {
+                port_lo,
+                port_hi,
+                flags,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
     pub fn remove_service(&mut self, key: &SvcKey) -> Result<(), Error> {
         self.svcs.remove(key)?;
         Ok(())

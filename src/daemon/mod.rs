@@ -1,0 +1,968 @@
+//! The carpio daemon: relayd's parent and pfe roles on real interfaces.
+//!
+//! `carpio -n -f FILE` checks the configuration ([`check`]); `carpio -d -f FILE` runs
+//! ([`run`]): load the configuration, learn the interface (MAC, addresses, default router) and
+//! the backends' MACs from the kernel ([`link`]), build the [`Snapshot`], open the ingress of
+//! each `interface` block (AF_XDP with the XDP program, AF_PACKET with a cBPF filter and the
+//! nftables ingress drop, or pnet), drop privileges if `user` is set, then start one pinned
+//! worker thread per queue ([`ingress`]), the control socket ([`crate::ctl::server`]) and a
+//! signal thread. The parent thread then owns all control state: it answers control requests,
+//! reloads on SIGHUP or `reload`, resolves missing MACs once a second and rebuilds the snapshot
+//! when one appears, and drains the workers' flow events (a bounded mirror for `show states`;
+//! the pfsync hook). SIGTERM/SIGINT or `stop` shut down: workers stop and are joined, the XDP
+//! program is detached and the nftables table deleted (by their owners' `Drop`).
+//!
+//! # Topology (one-armed NAT)
+//!
+//! ```text
+//!   client ── (router) ──┐                 ┌── backend 1   default route via the balancer
+//!                        ├── one L2 link ──┼── backend 2
+//!              balancer ─┘   (VIP answered └── ...
+//!              (carpio)       by carpio's ARP)
+//! ```
+//!
+//! NAT (`forward to`) rewrites the destination only (pf `rdr-to`): backends see the client's
+//! address and must answer through the balancer, so the balancer is their gateway (or the
+//! route to the clients' networks). carpio steers those answers by their source (the backend's
+//! address and port: XDP `CARPIO_SVC_F_SRC`, cBPF `sources`, nft `saddr`/`sport` drops) and
+//! un-NATs them. Clients reach the VIP directly on the link or through a router. DSR and
+//! tunnels need no return path.
+//!
+//! With several workers, a NAT flow's two directions must reach the same worker: use one queue
+//! per interface for NAT services until RSS/fanout steering by client endpoint lands.
+//!
+//! # Hooks for the other roles
+//!
+//! Health checks, carp, relays and pfsync run as threads started from the configuration with a
+//! small handle and crossbeam channels (see [`Roles`]); until they land every host counts as up.
+//!
+//! Nothing here panics on input from the network, a file or a control client: errors are
+//! returned, logged, or answered with `Response::Error`/`Failed`; counters name every reject.
+
+pub mod ingress;
+pub mod link;
+
+use crate::config::{self, Config, Ingress, XdpMode};
+use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
+use crate::ctl::server::{self, Call};
+use crate::dataplane::flow::{Event, EventKind, Flow};
+use crate::dataplane::snapshot::{HostStates, Link, Snapshot, SnapshotCell};
+use crate::dataplane::worker::WorkerConfig;
+use crate::dataplane::{FlowTableConfig, state::Timeouts};
+use crate::sys::{afpacket, afxdp, cpu, nft, privdrop, rlimit, xdp};
+use crossbeam::channel::{Receiver, Sender};
+use crossbeam::queue::ArrayQueue;
+use ingress::{Cmd, Dev, Shared, Steering, WorkerHandle, XdpSteering};
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+crate::named_counters! {
+    /// What the parent did (control-plane counters, shown with the workers' by `show counters`).
+    pub enum Parent {
+        SnapshotBuilds = "daemon_snapshot_builds",
+        SnapshotBuildFailed = "daemon_snapshot_build_failed",
+        Reloads = "daemon_reloads",
+        ReloadFailed = "daemon_reload_failed",
+        NeighResolved = "daemon_neigh_resolved",
+        NeighUnresolved = "daemon_neigh_unresolved",
+        SteeringFailed = "daemon_steering_failed",
+        StatesMirrorFull = "daemon_states_mirror_full",
+        CtlRequests = "daemon_ctl_requests",
+        CtlBadTarget = "daemon_ctl_bad_target",
+    }
+}
+
+/// Command-line options of the daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub file: PathBuf,
+    pub defines: Vec<(String, String)>,
+    pub verbose: u8,
+}
+
+/// Largest number of flows mirrored for `show states`.
+pub const STATES_MIRROR: usize = 65536;
+/// Capacity of the workers' flow event queue.
+pub const EVENT_QUEUE: usize = 65536;
+/// How often the parent drains events and retries neighbour resolution.
+pub const TICK: Duration = Duration::from_millis(200);
+/// How often an unresolved backend is provoked again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// `carpio -n`: the exit status and what to print on stderr (every error as
+/// `file:line:col: message`; on success the warnings then "configuration OK").
+pub fn check(opts: &Options) -> (i32, String) {
+    match config::load(&opts.file, &opts.defines) {
+        Err(errs) => (1, format!("{errs}\n")),
+        Ok(cfg) => {
+            let mut out = String::new();
+            for w in &cfg.warnings {
+                out.push_str(&format!("{w}\n"));
+            }
+            out.push_str("configuration OK\n");
+            (0, out)
+        }
+    }
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("carpio: {}", msg.as_ref());
+}
+
+/// Hook points for the roles other branches build (health engine, carp, relays, pfsync):
+/// each is a thread with a handle; events come back to the parent over channels.
+#[derive(Default)]
+pub struct Roles {
+    // health: Option<health::Engine handle> — host up/down into `HostStates::down`.
+    // carp: Option<carp::shell handle> — ownership into `Snapshot::with_carp`.
+    // relays: Vec<relay::spawn handle>.
+    // pfsync: Option<handle> — fed by the flow events drained in `Parent::tick`.
+}
+
+/// One interface's kernel-side state, dropped at shutdown (XDP detached, nft table deleted).
+enum IfaceGuard {
+    Xdp(Box<XdpSteering>),
+    Nft(Option<nft::IngressDrop>),
+    None,
+}
+
+struct Iface {
+    name: String,
+    ingress: Ingress,
+    guard: IfaceGuard,
+    workers: Vec<usize>,
+}
+
+struct Daemon {
+    opts: Options,
+    cfg: Config,
+    states: HostStates,
+    link: Link,
+    cell: Arc<SnapshotCell>,
+    steering: Steering,
+    ifaces: Vec<Iface>,
+    workers: Vec<WorkerHandle>,
+    events: Arc<ArrayQueue<Event>>,
+    mirror: HashMap<u64, Flow>,
+    counters: crate::counters::Counters<{ Parent::COUNT }>,
+    epoch: Instant,
+    last_resolve: Option<Instant>,
+    verbose: bool,
+    stop: bool,
+}
+
+/// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
+pub fn run(opts: &Options) -> io::Result<()> {
+    let cfg = config::load(&opts.file, &opts.defines)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    for w in &cfg.warnings {
+        log(w.to_string());
+    }
+    let first = cfg.interfaces.first().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no `interface` block: nothing to serve",
+        )
+    })?;
+    let link = learn_link(&first.name)?;
+    let mut states = HostStates::default();
+    resolve_macs(&cfg, &first.name, &mut states, true);
+    let snap = Snapshot::build(&cfg, &states, link.clone(), None)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let steering = Steering::of(&snap);
+    let cell = Arc::new(SnapshotCell::from_pointee(snap));
+    let events = Arc::new(ArrayQueue::new(EVENT_QUEUE));
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let shared = Shared {
+        snap: cell.clone(),
+        events: events.clone(),
+        stop: stop_flag.clone(),
+        epoch,
+    };
+
+    // Pinned memory for UMEMs and BPF maps, while still privileged.
+    let _ = rlimit::raise_memlock(u64::MAX);
+    let mut ifaces = Vec::new();
+    let mut devs: Vec<(usize, Dev)> = Vec::new();
+    for (i, ic) in cfg.interfaces.iter().enumerate() {
+        let (guard, d) = open_interface(ic, &steering, i)?;
+        let base = devs.len();
+        ifaces.push(Iface {
+            name: ic.name.clone(),
+            ingress: ic.ingress,
+            guard,
+            workers: (base..base + d.len()).collect(),
+        });
+        devs.extend(d.into_iter().map(|d| (i, d)));
+    }
+
+    // Privilege drop: after sockets and XDP, before any thread starts (capabilities are
+    // per thread).
+    let mut owner = None;
+    if let Some(user) = &cfg.global.user {
+        let ids = privdrop::lookup(user)?;
+        owner = Some((ids.uid, ids.gid));
+    }
+    let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
+    let mut ctl = server::start(
+        std::path::Path::new(&cfg.global.control_socket),
+        owner,
+        calls_tx.clone(),
+    )?;
+    if let Some((uid, gid)) = owner {
+        privdrop::drop_to(privdrop::Ids { uid, gid })?;
+        log(format!("dropped privileges to uid {uid} gid {gid}"));
+    }
+
+    let ncpu = cpu::available().max(1);
+    let mut workers = Vec::new();
+    for (core, (_, dev)) in devs.into_iter().enumerate() {
+        let wcfg = worker_config(&cfg, core as u8);
+        workers.push(ingress::spawn_worker(
+            wcfg,
+            dev,
+            Some(core % ncpu),
+            &shared,
+        )?);
+    }
+
+    let signals = spawn_signals(calls_tx)?;
+    let mut d = Daemon {
+        opts: opts.clone(),
+        cfg,
+        states,
+        link,
+        cell,
+        steering,
+        ifaces,
+        workers,
+        events,
+        mirror: HashMap::new(),
+        counters: Default::default(),
+        epoch,
+        last_resolve: Some(Instant::now()),
+        verbose: opts.verbose > 0,
+        stop: false,
+    };
+    d.counters.add(Parent::SnapshotBuilds.index(), 1);
+    log(format!(
+        "started: {} worker(s) on {}",
+        d.workers.len(),
+        d.ifaces
+            .iter()
+            .map(|i| format!("{} ({:?})", i.name, i.ingress))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    d.main_loop(&calls_rx);
+
+    // Shutdown: workers first (they hold the sockets), then the XDP programs and nft tables.
+    stop_flag.store(true, Ordering::Relaxed);
+    for w in d.workers.drain(..) {
+        let _ = w.thread.join();
+    }
+    for i in d.ifaces.drain(..) {
+        match i.guard {
+            IfaceGuard::Xdp(mut x) => {
+                let _ = x.prog.detach();
+            }
+            IfaceGuard::Nft(Some(n)) => {
+                let _ = n.remove();
+            }
+            _ => {}
+        }
+    }
+    ctl.stop();
+    signals.close();
+    log("stopped");
+    Ok(())
+}
+
+fn worker_config(cfg: &Config, core: u8) -> WorkerConfig {
+    let cap = cfg.global.flow_table_size.clamp(1, 1 << 24);
+    WorkerConfig {
+        core,
+        flow: FlowTableConfig {
+            capacity: cap,
+            core,
+            first_id: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                << 24)
+                & ((1 << 56) - 1),
+            timeouts: Timeouts::default(),
+            ..FlowTableConfig::default()
+        },
+        ..WorkerConfig::default()
+    }
+}
+
+/// The interface's MAC, MTU, default router MAC and tunnel sources.
+fn learn_link(ifname: &str) -> io::Result<Link> {
+    let mac = link::interface_mac(ifname)?;
+    let mtu = link::interface_mtu(ifname).unwrap_or(1500);
+    let addrs = link::interface_addrs(ifname).unwrap_or_default();
+    let gateway_mac = link::default_gateway().and_then(|gw| {
+        link::provoke(gw);
+        std::thread::sleep(Duration::from_millis(50));
+        link::neighbours(ifname)
+            .into_iter()
+            .find(|(a, _)| *a == gw)
+            .map(|n| n.1)
+    });
+    Ok(Link {
+        mac,
+        gateway_mac,
+        tunnel_src_v4: addrs.iter().copied().find(IpAddr::is_ipv4),
+        tunnel_src_v6: addrs.iter().copied().find(|a| match a {
+            IpAddr::V6(v) => (v.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => false,
+        }),
+        mtu,
+    })
+}
+
+/// Fills `states.macs` for every host without `lladdr` from the kernel's neighbour table;
+/// provokes resolution of the missing ones. With `wait`, retries for up to two seconds.
+/// Returns true if something new was learned.
+fn resolve_macs(cfg: &Config, ifname: &str, states: &mut HostStates, wait: bool) -> bool {
+    let wanted: Vec<IpAddr> = cfg
+        .hosts()
+        .filter(|h| h.lladdr.is_none())
+        .filter_map(|h| match h.addr {
+            config::Address::Ip(ip) => Some(ip),
+            config::Address::Name(_) => None,
+        })
+        .collect();
+    let mut learned = false;
+    let deadline = Instant::now()
+        + if wait {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        };
+    loop {
+        let neigh = link::neighbours(ifname);
+        let mut missing = Vec::new();
+        for a in &wanted {
+            match neigh.iter().find(|n| n.0 == *a) {
+                Some(&(_, mac)) => match states.macs.iter_mut().find(|m| m.0 == *a) {
+                    Some(m) if m.1 == mac => {}
+                    Some(m) => {
+                        m.1 = mac;
+                        learned = true;
+                    }
+                    None => {
+                        states.macs.push((*a, mac));
+                        learned = true;
+                    }
+                },
+                None => missing.push(*a),
+            }
+        }
+        if missing.is_empty() || Instant::now() >= deadline {
+            for a in &missing {
+                link::provoke(*a);
+            }
+            return learned;
+        }
+        for a in &missing {
+            link::provoke(*a);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Opens an interface's ingress: the devices (one per queue) and the kernel-side guard.
+fn open_interface(
+    ic: &config::InterfaceConfig,
+    st: &Steering,
+    index: usize,
+) -> io::Result<(IfaceGuard, Vec<Dev>)> {
+    let queues = ic.queues.unwrap_or(1).clamp(1, crate::sys::bpf::MAX_QUEUES);
+    let ifname = ic.name.as_str();
+    match ic.ingress {
+        Ingress::Afpacket => {
+            let filter = st
+                .filter()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let rcfg = afpacket::RingConfig {
+                fanout_group: (queues > 1).then_some(0x4300 + index as u16),
+                ..Default::default()
+            };
+            let mut devs = Vec::new();
+            for _ in 0..queues {
+                devs.push(Dev::Afpacket(crate::phy::afpacket::Port::new(
+                    ifname, &filter, &rcfg,
+                )?));
+            }
+            let drop = ingress::install_drop(&ingress::nft_table(ifname), ifname, st)?;
+            Ok((IfaceGuard::Nft(Some(drop)), devs))
+        }
+        Ingress::Afxdp => {
+            let obj = xdp::find_object(None).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{} not found (set ${} or install it next to the binary)",
+                        xdp::OBJECT_NAME,
+                        xdp::OBJECT_ENV
+                    ),
+                )
+            })?;
+            let mode = match ic.mode {
+                Some(XdpMode::Native) => xdp::AttachMode::Native,
+                Some(XdpMode::Generic) => xdp::AttachMode::Generic,
+                None => xdp::AttachMode::Auto,
+            };
+            let prog = xdp::Program::load(&obj, ifname, mode)
+                .map_err(|e| io::Error::other(format!("{ifname}: {e}")))?;
+            let mut steer = XdpSteering::new(prog);
+            steer
+                .apply(st)
+                .map_err(|e| io::Error::other(format!("{ifname}: {e}")))?;
+            let mut devs = Vec::new();
+            for q in 0..queues {
+                let port =
+                    crate::phy::afxdp::Port::new(ifname, q, &afxdp::SocketConfig::default())?;
+                steer
+                    .prog
+                    .register_xsk(q, &port)
+                    .map_err(|e| io::Error::other(format!("{ifname}: {e}")))?;
+                devs.push(Dev::Afxdp(port));
+            }
+            Ok((IfaceGuard::Xdp(Box::new(steer)), devs))
+        }
+        Ingress::Pnet => {
+            let port = crate::phy::pnet::Port::new(ifname, ingress::IDLE_WAIT)?;
+            Ok((IfaceGuard::None, vec![Dev::Pnet(port)]))
+        }
+    }
+}
+
+/// The signal thread: SIGTERM/SIGINT become `stop`, SIGHUP becomes `reload`.
+fn spawn_signals(calls: Sender<Call>) -> io::Result<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("carpio-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let request = if sig == SIGHUP {
+                    Request::Reload
+                } else {
+                    Request::Stop
+                };
+                // The reply goes nowhere: nobody waits for it.
+                let (tx, _rx) = crossbeam::channel::bounded(1);
+                if calls.send(Call { request, reply: tx }).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(handle)
+}
+
+impl Daemon {
+    fn main_loop(&mut self, calls: &Receiver<Call>) {
+        while !self.stop {
+            match calls.recv_timeout(TICK) {
+                Ok(call) => {
+                    self.counters.add(Parent::CtlRequests.index(), 1);
+                    let resp = self.handle(call.request);
+                    let _ = call.reply.send(resp);
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            }
+            self.tick();
+        }
+    }
+
+    /// Periodic work: drain flow events (pfsync hook), retry unresolved neighbours.
+    fn tick(&mut self) {
+        while let Some(ev) = self.events.pop() {
+            let id = ev.flow.id().id;
+            match ev.kind {
+                EventKind::Delete => {
+                    self.mirror.remove(&id);
+                }
+                EventKind::Insert | EventKind::Update => {
+                    if self.mirror.len() >= STATES_MIRROR && !self.mirror.contains_key(&id) {
+                        self.counters.add(Parent::StatesMirrorFull.index(), 1);
+                    } else {
+                        self.mirror.insert(id, ev.flow);
+                    }
+                }
+            }
+        }
+        let due = self
+            .last_resolve
+            .is_none_or(|t| t.elapsed() >= RESOLVE_EVERY);
+        if due && self.unresolved() > 0 {
+            self.last_resolve = Some(Instant::now());
+            let ifname = self
+                .ifaces
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            if resolve_macs(&self.cfg, &ifname, &mut self.states, false) {
+                self.counters.add(Parent::NeighResolved.index(), 1);
+                if let Err(e) = self.rebuild() {
+                    log(format!("snapshot: {e}"));
+                }
+            }
+        }
+    }
+
+    fn unresolved(&self) -> usize {
+        let snap = self.cell.load();
+        snap.hosts
+            .iter()
+            .flatten()
+            .filter(|h| h.mac.is_none())
+            .count()
+    }
+
+    /// Builds a new snapshot from the current configuration and states, keeping indices.
+    fn rebuild(&mut self) -> Result<(), String> {
+        let prev = self.cell.load_full();
+        match Snapshot::build(&self.cfg, &self.states, self.link.clone(), Some(&prev)) {
+            Ok(s) => {
+                let st = Steering::of(&s);
+                self.cell.store(Arc::new(s));
+                self.counters.add(Parent::SnapshotBuilds.index(), 1);
+                if st != self.steering {
+                    self.apply_steering(&st);
+                    self.steering = st;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.add(Parent::SnapshotBuildFailed.index(), 1);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn apply_steering(&mut self, st: &Steering) {
+        let filter = st.filter();
+        for i in &mut self.ifaces {
+            let ok = match &mut i.guard {
+                IfaceGuard::Xdp(x) => x.apply(st).is_ok(),
+                IfaceGuard::Nft(n) => {
+                    let mut ok = true;
+                    if let Ok(f) = &filter {
+                        for &w in &i.workers {
+                            if let Some(h) = self.workers.get(w) {
+                                ok &= h.cmds.send(Cmd::Filter(f.clone())).is_ok();
+                            }
+                        }
+                    } else {
+                        ok = false;
+                    }
+                    if let Some(old) = n.take() {
+                        let _ = old.remove();
+                    }
+                    match ingress::install_drop(&ingress::nft_table(&i.name), &i.name, st) {
+                        Ok(d) => *n = Some(d),
+                        Err(_) => ok = false,
+                    }
+                    ok
+                }
+                IfaceGuard::None => true,
+            };
+            if !ok {
+                self.counters.add(Parent::SteeringFailed.index(), 1);
+                log(format!("{}: steering update failed", i.name));
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Show { what } => self.show(what),
+            Request::Set {
+                object,
+                target,
+                enable,
+            } => self.set(object, &target, enable),
+            Request::Reload => self.reload(None),
+            Request::Load { path } => self.reload(Some(PathBuf::from(path))),
+            Request::Monitor => Response::Failed {
+                reason: "monitor is not supported yet".into(),
+            },
+            Request::Poll => Response::Ok,
+            Request::Log { verbose } => {
+                self.verbose = verbose;
+                Response::Ok
+            }
+            Request::Stop => {
+                self.stop = true;
+                Response::Ok
+            }
+        }
+    }
+
+    fn reload(&mut self, path: Option<PathBuf>) -> Response {
+        let file = path.unwrap_or_else(|| self.opts.file.clone());
+        match config::load(&file, &self.opts.defines) {
+            Err(errs) => {
+                self.counters.add(Parent::ReloadFailed.index(), 1);
+                log(format!(
+                    "reload failed, keeping the running configuration:\n{errs}"
+                ));
+                Response::Failed {
+                    reason: errs.to_string(),
+                }
+            }
+            Ok(cfg) => {
+                let old = std::mem::replace(&mut self.cfg, cfg);
+                let ifname = self
+                    .ifaces
+                    .first()
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                resolve_macs(&self.cfg, &ifname, &mut self.states, false);
+                match self.rebuild() {
+                    Ok(()) => {
+                        self.counters.add(Parent::Reloads.index(), 1);
+                        if self.cfg.interfaces != old.interfaces {
+                            log("reload: interface changes need a restart; kept the old ingress");
+                        }
+                        log(format!("reloaded {}", file.display()));
+                        Response::Ok
+                    }
+                    Err(e) => {
+                        self.cfg = old;
+                        self.counters.add(Parent::ReloadFailed.index(), 1);
+                        Response::Failed { reason: e }
+                    }
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, object: Object, target: &str, enable: bool) -> Response {
+        fn toggle<T: PartialEq + Clone>(v: &mut Vec<T>, x: &T, on: bool) {
+            v.retain(|y| y != x);
+            if on {
+                v.push(x.clone());
+            }
+        }
+        let id: Option<u32> = target.parse().ok();
+        match object {
+            Object::Host => {
+                let ids: Vec<u32> = self
+                    .cfg
+                    .hosts()
+                    .filter(|h| {
+                        Some(h.id) == id
+                            || match &h.addr {
+                                config::Address::Ip(ip) => ip.to_string() == target,
+                                config::Address::Name(n) => n == target,
+                            }
+                    })
+                    .map(|h| h.id)
+                    .collect();
+                if ids.is_empty() {
+                    return self.bad_target("host", target);
+                }
+                for i in ids {
+                    toggle(&mut self.states.disabled_hosts, &i, !enable);
+                }
+            }
+            Object::Table => {
+                let names: Vec<String> = self
+                    .cfg
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, t)| {
+                        Some(*i as u32 + 1) == id || t.name == target || t.base == target
+                    })
+                    .map(|(_, t)| t.name.clone())
+                    .collect();
+                if names.is_empty() {
+                    return self.bad_target("table", target);
+                }
+                for n in names {
+                    toggle(&mut self.states.disabled_tables, &n, !enable);
+                }
+            }
+            Object::Redirect => {
+                let names: Vec<String> = self
+                    .cfg
+                    .redirects
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, r)| Some(*i as u32 + 1) == id || r.name == target)
+                    .map(|(_, r)| r.name.clone())
+                    .collect();
+                if names.is_empty() {
+                    return self.bad_target("redirect", target);
+                }
+                for n in names {
+                    toggle(&mut self.states.disabled_redirects, &n, !enable);
+                }
+            }
+        }
+        match self.rebuild() {
+            Ok(()) => Response::Ok,
+            Err(reason) => Response::Failed { reason },
+        }
+    }
+
+    fn bad_target(&mut self, what: &str, target: &str) -> Response {
+        self.counters.add(Parent::CtlBadTarget.index(), 1);
+        Response::Failed {
+            reason: format!("no {what} {target}"),
+        }
+    }
+
+    fn show(&mut self, what: Show) -> Response {
+        match what {
+            Show::Summary | Show::Hosts | Show::Redirects | Show::Relays | Show::Routers => {
+                Response::Summary {
+                    items: self.summary(),
+                }
+            }
+            Show::Sessions => Response::Sessions {
+                sessions: Vec::new(),
+            },
+            Show::Carp => Response::Carp {
+                vhosts: Vec::new(),
+                counters: Vec::new(),
+            },
+            Show::States => Response::States {
+                states: self.states_list(),
+            },
+            Show::Counters => Response::Counters {
+                counters: self.all_counters(),
+            },
+        }
+    }
+
+    /// relayd's summary order: each redirect, its stats, its tables with their hosts.
+    fn summary(&self) -> Vec<Item> {
+        let snap = self.cell.load();
+        let mut items = Vec::new();
+        for (ri, r) in self.cfg.redirects.iter().enumerate() {
+            let svc = snap.services.iter().find(|s| s.name == r.name);
+            let disabled = r.disabled || self.states.disabled_redirects.contains(&r.name);
+            let active = svc.and_then(|s| s.active_table(&snap.tables));
+            items.push(Item::Redirect {
+                id: ri as u32 + 1,
+                name: r.name.clone(),
+                disabled,
+                down: active.is_none(),
+                backup: matches!((svc, active), (Some(s), Some((t, _))) if t != s.table),
+            });
+            items.push(Item::RedirectStats(Stats::default()));
+            for tname in &r.tables {
+                let Some((ti, tc)) = self
+                    .cfg
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .find(|(_, t)| &t.name == tname)
+                else {
+                    continue;
+                };
+                let up = snap
+                    .tables
+                    .iter()
+                    .find(|t| &t.name == tname)
+                    .map_or(0, |t| t.up_count() as u32);
+                items.push(Item::Table {
+                    id: ti as u32 + 1,
+                    name: tc.name.clone(),
+                    up,
+                    disabled: tc.disabled || self.states.disabled_tables.contains(&tc.name),
+                });
+                for h in &tc.hosts {
+                    let name = match &h.addr {
+                        config::Address::Ip(ip) => ip.to_string(),
+                        config::Address::Name(n) => n.clone(),
+                    };
+                    items.push(Item::Host {
+                        id: h.id,
+                        name,
+                        parent: h.parent.unwrap_or(0),
+                        state: if self.states.down.contains(&h.id) {
+                            HostState::Down
+                        } else {
+                            HostState::Up
+                        },
+                        disabled: self.states.disabled_hosts.contains(&h.id),
+                        check_cnt: 0,
+                        up_cnt: 0,
+                        retry_cnt: 0,
+                        error: None,
+                    });
+                }
+            }
+        }
+        items
+    }
+
+    fn states_list(&self) -> Vec<proto::State> {
+        let snap = self.cell.load();
+        let now = (self.epoch.elapsed().as_secs() + 1) as u32;
+        let mut v: Vec<proto::State> = self
+            .mirror
+            .values()
+            .map(|f| {
+                let k = f.key();
+                let svc = snap.services.get(usize::from(f.service()));
+                let vip = svc.map_or_else(|| "?".into(), |s| endpoint(s.vip, k.vip_port));
+                let backend = snap
+                    .host(f.backend())
+                    .map_or_else(|| "?".into(), |h| endpoint(h.addr, f.backend_port()));
+                let t = f.track();
+                proto::State {
+                    proto: match k.proto {
+                        6 => "tcp".into(),
+                        17 => "udp".into(),
+                        1 => "icmp".into(),
+                        58 => "icmp6".into(),
+                        p => p.to_string(),
+                    },
+                    client: endpoint(f.client_addr(), k.client_port),
+                    vip,
+                    backend,
+                    state: format!("{}:{} {}", t.src, t.dst, t.class.name()),
+                    age_secs: now.saturating_sub(f.last_seen()),
+                    expires_in: f.expire().saturating_sub(now),
+                    creator: u32::from(f.id().creator),
+                    id: f.id().id,
+                }
+            })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Every worker's counters summed by name, in the first worker's order, then the parent's
+    /// and the XDP programs'.
+    fn all_counters(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        let mut replies = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            if w.cmds.send(Cmd::Counters(tx)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        for rx in replies {
+            if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+                for (name, val) in v {
+                    match out.iter_mut().find(|(n, _)| *n == name) {
+                        Some(e) => e.1 += val,
+                        None => out.push((name, val)),
+                    }
+                }
+            }
+        }
+        for c in Parent::ALL {
+            out.push((c.name().to_string(), self.counters.get(c.index())));
+        }
+        out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
+        out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
+        for i in &self.ifaces {
+            if let IfaceGuard::Xdp(x) = &i.guard
+                && let Ok(s) = x.prog.stats()
+            {
+                for st in crate::sys::bpf::XdpStat::ALL {
+                    let v = s.get(st.index()).copied().unwrap_or(0);
+                    match out.iter_mut().find(|(n, _)| n == st.name()) {
+                        Some(e) => e.1 += v,
+                        None => out.push((st.name().to_string(), v)),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v) => format!("{v}:{port}"),
+        IpAddr::V6(v) => format!("[{v}]:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("carpio-daemon-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn check_ok_prints_warnings_then_ok() {
+        let p = write(
+            "ok.conf",
+            "table <a> { 198.18.2.1 }\ntable <unused> { 198.18.2.2 }\nredirect r {\n listen on 198.18.1.1 udp port 53\n forward to <a> check icmp\n}\n",
+        );
+        let (code, out) = check(&Options {
+            file: p.clone(),
+            defines: vec![],
+            verbose: 0,
+        });
+        assert_eq!(code, 0, "{out}");
+        assert!(out.ends_with("configuration OK\n"), "{out}");
+        assert!(out.contains("warning"), "{out}");
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn check_errors_have_positions_and_exit_1() {
+        let p = write(
+            "bad.conf",
+            "redirect r {\n listen on 198.18.1.1 udp port 99999\n forward to <nope>\n}\n",
+        );
+        let (code, out) = check(&Options {
+            file: p.clone(),
+            defines: vec![],
+            verbose: 0,
+        });
+        assert_eq!(code, 1);
+        let prefix = format!("{}:2:", p.display());
+        assert!(out.lines().any(|l| l.starts_with(&prefix)), "{out}");
+        assert!(!out.contains("configuration OK"));
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn check_missing_file_is_an_error() {
+        let (code, out) = check(&Options {
+            file: "/nonexistent/carpio.conf".into(),
+            defines: vec![],
+            verbose: 0,
+        });
+        assert_eq!(code, 1);
+        assert!(out.contains("cannot read"), "{out}");
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("198.18.0.1".parse().unwrap(), 53), "198.18.0.1:53");
+        assert_eq!(
+            endpoint("2001:db8::1".parse().unwrap(), 53),
+            "[2001:db8::1]:53"
+        );
+    }
+}
