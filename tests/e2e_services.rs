@@ -461,6 +461,10 @@ fn run_cases(env: &mut Env, ingress_name: &str, ingress: &str, f: &mut Failures)
         &carpio_conf(ingress, &sock),
     );
     let log = env.dir.join(format!("carpio-{ingress_name}.log"));
+    // The client must ask for the VIP's MAC again: carpio answers ARP for it.
+    env.lab
+        .ip("cl", &["neigh", "flush", "dev", "eth0"])
+        .expect("neigh flush");
     let carpio = env!("CARGO_BIN_EXE_carpio");
     let pid = env.spawn("lb", &log, &[carpio, "-d", "-f", &conf.to_string_lossy()]);
     let tag = |s: &str| format!("[{ingress_name}] {s}");
@@ -490,7 +494,7 @@ fn run_cases(env: &mut Env, ingress_name: &str, ingress: &str, f: &mut Failures)
     // carpioctl show summary: relayctl's header and our redirects.
     let sum = text(&ctl(env, &sock, &["show", "summary"]).stdout);
     f.check(
-        sum.starts_with("Id\tType    \tName                    \tAvlblty\tStatus\n")
+        sum.starts_with(&carpio::ctl::render::header())
             && sum.contains("dns")
             && sum.contains("smtp"),
         tag(&format!("show summary:\n{sum}")),
