@@ -11,11 +11,13 @@
 # 2. Offline replay: a synthetic capture and the tcpdump corpus through carpio's receive path.
 #
 # usage: scripts/demo.sh [afpacket|afxdp]   (as root; default afpacket)
+#        CARPIO_BIN_DIR=target/debug uses other binaries than target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-bin=$ROOT/target/release/carpio
-ctl=$ROOT/target/release/carpioctl
+bindir=${CARPIO_BIN_DIR:-$ROOT/target/release}
+bin=$bindir/carpio
+ctl=$bindir/carpioctl
 ingress_kind=${1:-afpacket}
 case "$ingress_kind" in
   afpacket) ingress="ingress afpacket" ;;
@@ -86,12 +88,14 @@ live() {
     grep -E 'Queries (sent|completed|lost)|Queries per second|Average Latency' | sed 's/^ */   /'
   echo "-- sntp $VIP (chronyd's stratum names the backend: s3=b1 s4=b2 s5=b3):"
   for i in 1 2 3; do
-    lab_in cl sntp -t 2 $VIP 2>/dev/null | grep -o "$VIP s[0-9]*" | sed 's/^/   /' || echo "   no answer"
+    a=$(lab_in cl sntp -t 2 $VIP 2>/dev/null || true)
+    grep -o "$VIP s[0-9]*" <<<"$a" | sed 's/^/   /' || echo "   no answer"
   done
   echo "-- swaks to $VIP:25 (OpenSMTPD's banner names the backend):"
   for i in 1 2 3; do
-    lab_in cl swaks --server $VIP --to postmaster@svc.test --from demo@svc.test --quit-after EHLO \
-      --timeout 5 2>/dev/null | grep -m1 '<-  220' | sed 's/^/  /' || echo "   no banner"
+    a=$(lab_in cl swaks --server $VIP --to postmaster@svc.test --from demo@svc.test \
+      --quit-after EHLO --timeout 5 2>/dev/null || true)
+    grep -m1 '<-  220' <<<"$a" | sed 's/^/  /' || echo "   no banner"
   done
   echo "-- curl http://$VIP/ (Maglev; nginx's page is the backend's name):"
   for i in 1 2 3 4 5 6; do
