@@ -98,13 +98,18 @@ EOF
 
 # udp_run NAME BALANCER_PID: 64-byte frames for $secs s; records the row.
 udp_run() {
-  local name=$1 pid=$2 p0 s0 p1 s1
-  p0=$(proc_ticks "$pid"); s0=$(softirq_ticks)
-  lab_in cl timeout $((secs + 15)) iperf3 -c $VIP -p 5201 -u -l 18 -b "${udp_mbit}M" -t "$secs" -J \
-    >"$out/$name.json" 2>"$out/$name.err" || true
-  p1=$(proc_ticks "$pid"); s1=$(softirq_ticks)
-  local sent lost recv
-  sent=$(jq -r '.end.sum.packets // 0' "$out/$name.json" 2>/dev/null || echo 0)
+  local name=$1 pid=$2 p0 s0 p1 s1 sent lost recv try
+  # One retry: an iperf3 server still closing the previous test answers "busy".
+  for try in 1 2; do
+    p0=$(proc_ticks "$pid"); s0=$(softirq_ticks)
+    lab_in cl timeout $((secs + 15)) iperf3 -c $VIP -p 5201 -u -l 18 -b "${udp_mbit}M" -t "$secs" -J \
+      >"$out/$name.json" 2>"$out/$name.err" || true
+    p1=$(proc_ticks "$pid"); s1=$(softirq_ticks)
+    sent=$(jq -r '.end.sum.packets // 0' "$out/$name.json" 2>/dev/null || echo 0)
+    [ "$sent" != 0 ] && break
+    echo "bench-l4: $name: iperf3: $(jq -r '.error // "no result"' "$out/$name.json" 2>/dev/null)" >&2
+    sleep 1
+  done
   lost=$(jq -r '.end.sum.lost_packets // 0' "$out/$name.json" 2>/dev/null || echo 0)
   recv=$((sent - lost))
   record "$name" "$((sent / secs))" "$((recv / secs))" \
@@ -116,7 +121,7 @@ udp_run() {
 dns_run() {
   local name=$1 pid=$2 p0 s0 p1 s1
   p0=$(proc_ticks "$pid"); s0=$(softirq_ticks)
-  lab_in cl timeout $((secs + 15)) dnsperf -s $VIP -d "$out/queries.txt" -l "$secs" -Q "$qps" -c 8 -t 1 \
+  lab_in cl timeout $((secs + 15)) dnsperf -s $VIP -d "$out/queries.txt" -l "$secs" -Q "$qps" -c 8 -q 2000 -t 1 \
     >"$out/$name.txt" 2>&1 || true
   p1=$(proc_ticks "$pid"); s1=$(softirq_ticks)
   local sent done
