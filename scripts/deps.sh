@@ -12,9 +12,9 @@ BUILD_PKGS=(clang llvm libbpf-dev pkg-config make gcc libc6-dev)
 # Tests and demo: namespaces, traffic and capture tools, and the real servers and clients
 # the end-to-end scenarios drive.
 TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
-           ucarp
+           ucarp python3
            # real backends of tests/e2e_services.rs, the demo and the L4 benchmark
-           nsd chrony opensmtpd nginx
+           unbound chrony opensmtpd nginx
            # real clients
            dnsutils dnsperf sntp swaks curl iperf3
            # benchmark baseline (DNS proxy)

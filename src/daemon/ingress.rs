@@ -350,6 +350,9 @@ pub fn spawn_worker(
                                     .map(|d| (d.name().to_string(), devdrops.get(d.index()))),
                             );
                             dev.counters(&mut v);
+                            // Per-worker figures too (the benchmark's on-CPU time per core).
+                            v.push((format!("worker{core}_busy_ns"), busy.as_nanos() as u64));
+                            v.push((format!("worker{core}_packets"), packets));
                             v.push(("worker_batches".into(), batches));
                             v.push(("worker_packets".into(), packets));
                             v.push(("worker_busy_ns".into(), busy.as_nanos() as u64));

@@ -6,8 +6,9 @@
 //!
 //! Order matters: RLIMIT_MEMLOCK is raised first (it needs CAP_SYS_RESOURCE), then
 //! PR_SET_KEEPCAPS so setuid keeps the permitted set, then setgroups/setgid/setuid, then the
-//! permitted, effective and inheritable sets are cut down to the two capabilities (the `caps`
-//! crate wraps capset(2)).
+//! permitted, effective, inheritable and ambient sets are cut down to the two capabilities (the
+//! `caps` crate wraps capset(2) and prctl(2)). The ambient set is what lets the `nft` child
+//! started at shutdown (deleting the netdev table) keep CAP_NET_ADMIN across execve.
 
 use caps::{CapSet, Capability, CapsHashSet};
 use std::ffi::CString;
@@ -84,7 +85,9 @@ pub fn drop_to(ids: Ids) -> io::Result<()> {
         .collect();
     caps::set(None, CapSet::Permitted, &keep).map_err(caps_err)?;
     caps::set(None, CapSet::Effective, &keep).map_err(caps_err)?;
-    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(caps_err)?;
+    caps::set(None, CapSet::Inheritable, &keep).map_err(caps_err)?;
+    // Ambient capabilities must be in both permitted and inheritable (capabilities(7)).
+    caps::set(None, CapSet::Ambient, &keep).map_err(caps_err)?;
     caps::securebits::set_keepcaps(false).map_err(caps_err)?;
     Ok(())
 }

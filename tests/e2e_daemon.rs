@@ -1,0 +1,538 @@
+//! End-to-end tests of the carpio daemon on real interfaces (root; network namespaces made by
+//! `lab::Lab`, addresses in 198.18.0.0/15 only, everything removed on drop, also on failure).
+//!
+//! Topology (one-armed NAT, see `carpio::daemon`'s doc): four namespaces on one bridge (in a
+//! fifth, `sw`). The client (198.18.1.10/24) reaches the VIP 198.18.1.100 directly on the link
+//! (carpio answers its ARP); the backends (198.18.2.11, .12/24) have the balancer (198.18.2.1)
+//! as their default router, so their answers come back through carpio, which un-NATs them.
+//! Each backend runs a tiny UDP/TCP echo server (python3) answering with its own name.
+//!
+//! The same scenario runs over AF_PACKET and over AF_XDP (generic mode, veth queue 0). Tests
+//! in this file serialise on a file-local mutex; each scenario is bounded in time.
+
+use carpio::lab::{Lab, VethConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const VIP: &str = "198.18.1.100";
+const PORT: u16 = 5353;
+const PYTHON: &str = "/usr/bin/python3";
+
+const ECHO: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 5353))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 5353))
+t.listen(16)
+def tcp():
+    while True:
+        c, _ = t.accept()
+        try:
+            c.recv(100)
+            c.sendall(name + b"\n")
+        finally:
+            c.close()
+threading.Thread(target=tcp, daemon=True).start()
+while True:
+    d, a = u.recvfrom(2048)
+    u.sendto(name, a)
+"#;
+
+fn require_root_and_tools() {
+    // A missing tool fails the test (never a silent skip).
+    assert_eq!(
+        unsafe_free_euid(),
+        0,
+        "e2e_daemon needs root (network namespaces)"
+    );
+    for tool in ["ip", "nft", "ethtool", PYTHON] {
+        let ok = Command::new(tool)
+            .arg(if tool == "ethtool" { "--version" } else { "-V" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(ok, "{tool} is required by e2e_daemon");
+    }
+}
+
+/// The effective uid, from /proc (no libc call needed).
+fn unsafe_free_euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|u| u.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("carpio-e2e-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon process; SIGKILLed on drop if still running.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (at most 10 s) for the exit status.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn carpio() -> &'static str {
+    env!("CARGO_BIN_EXE_carpio")
+}
+
+fn carpioctl(sock: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_carpioctl"))
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn config(ingress: &str, sock: &Path) -> String {
+    format!(
+        r#"# e2e_daemon
+control socket "{sock}"
+interface lb0 {{ {ingress} }}
+table <echo> {{ 198.18.2.11, 198.18.2.12 }}
+redirect "echo" {{
+    listen on {VIP} udp port {PORT}
+    listen on {VIP} tcp port {PORT}
+    forward to <echo> port {PORT} check icmp
+}}
+"#,
+        sock = sock.display()
+    )
+}
+
+/// Builds the topology and starts the echo servers.
+fn topology(tag: &str, dir: &TempDir) -> Lab {
+    let mut lab = Lab::new(tag).unwrap();
+    for ns in ["sw", "client", "lb", "b1", "b2"] {
+        lab.ns(ns).unwrap();
+    }
+    lab.veth(&VethConfig::new("client", "c0", "sw", "pc"))
+        .unwrap();
+    lab.veth(&VethConfig::new("lb", "lb0", "sw", "pl")).unwrap();
+    lab.veth(&VethConfig::new("b1", "e0", "sw", "p1")).unwrap();
+    lab.veth(&VethConfig::new("b2", "e0", "sw", "p2")).unwrap();
+    lab.bridge("sw", "br0", &["pc", "pl", "p1", "p2"]).unwrap();
+    lab.addr("client", "c0", "198.18.1.10/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.1.1/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.2.1/24").unwrap();
+    lab.addr("b1", "e0", "198.18.2.11/24").unwrap();
+    lab.addr("b2", "e0", "198.18.2.12/24").unwrap();
+    for b in ["b1", "b2"] {
+        lab.ip(b, &["route", "add", "default", "via", "198.18.2.1"])
+            .unwrap();
+    }
+    // veth hands locally sent packets over with CHECKSUM_PARTIAL (only the pseudo-header sum in
+    // the UDP/TCP checksum field); a kernel-bypass receiver sees that partial sum, and carpio's
+    // incremental update of it would leave a wrong checksum on the wire. A real NIC delivers
+    // complete checksums, so the senders here compute them in software.
+    for (ns, ifname) in [("client", "c0"), ("b1", "e0"), ("b2", "e0")] {
+        lab.exec(ns, &["ethtool", "-K", ifname, "tx", "off"])
+            .unwrap();
+    }
+    // The balancer namespace must not forward on its own: carpio does.
+    lab.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .unwrap();
+    let script = dir.path("echo.py");
+    std::fs::write(&script, ECHO).unwrap();
+    let s = script.to_string_lossy().into_owned();
+    lab.spawn("b1", &[PYTHON, &s, "b1"]).unwrap();
+    lab.spawn("b2", &[PYTHON, &s, "b2"]).unwrap();
+    lab
+}
+
+fn start_daemon(lab: &Lab, conf: &Path, dir: &TempDir) -> Daemon {
+    let log = dir.path("carpio.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns_name("lb"), carpio(), "-d", "-f"])
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    Daemon {
+        child: Some(child),
+        log,
+    }
+}
+
+/// One UDP query from the client namespace; `sport` 0 = a fresh port each time.
+fn udp_query(lab: &Lab, sport: u16) -> Option<String> {
+    lab.run_in("client", move || {
+        let s = UdpSocket::bind(("198.18.1.10", sport)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        let vip: SocketAddr = format!("{VIP}:{PORT}").parse().ok()?;
+        s.send_to(b"hello", vip).ok()?;
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).ok()?;
+        // The answer must come from the VIP (un-NATed), not from the backend's address.
+        (from == vip).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .ok()
+    .flatten()
+}
+
+fn tcp_query(lab: &Lab) -> Option<String> {
+    lab.run_in("client", || {
+        let vip: SocketAddr = format!("{VIP}:{PORT}").parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"hello\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.trim().to_string())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Waits (bounded) until a UDP query through the VIP is answered.
+fn wait_serving(lab: &Lab, d: &Daemon, sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if udp_query(lab, 0).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let counters = text(&carpioctl(sock, &["show", "counters"]));
+    let nonzero: Vec<&str> = counters
+        .lines()
+        .filter(|l| !l.trim_end().ends_with(" 0"))
+        .collect();
+    let neigh = lab.exec("lb", &["ip", "neigh"]).map(|o| text(&o));
+    panic!(
+        "carpio never answered through the VIP; log:\n{}\ncounters:\n{}\nneigh: {neigh:?}",
+        d.log(),
+        nonzero.join("\n")
+    );
+}
+
+fn scenario(tag: &str, ingress: &str) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let started = Instant::now();
+    let dir = TempDir::new(tag);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(ingress, &sock)).unwrap();
+    let lab = topology(tag, &dir);
+    let mut d = start_daemon(&lab, &conf, &dir);
+    assert!(d.pid() > 0);
+    wait_serving(&lab, &d, &sock);
+
+    // New flows (fresh source ports) reach both backends, round-robin.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        if let Some(a) = udp_query(&lab, 0) {
+            *seen.entry(a).or_insert(0u32) += 1;
+        }
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        vec!["b1".to_string(), "b2".to_string()],
+        "answers {seen:?}; log:\n{}",
+        d.log()
+    );
+    assert!(seen.values().sum::<u32>() >= 9, "answers {seen:?}");
+
+    // One flow (same source port) stays on one backend.
+    let sticky: Vec<Option<String>> = (0..5).map(|_| udp_query(&lab, 40123)).collect();
+    assert!(sticky[0].is_some(), "{sticky:?}");
+    assert!(sticky.iter().all(|a| *a == sticky[0]), "{sticky:?}");
+
+    // TCP through the same VIP.
+    let t = tcp_query(&lab);
+    assert!(
+        matches!(t.as_deref(), Some("b1") | Some("b2")),
+        "tcp answer {t:?}; log:\n{}",
+        d.log()
+    );
+
+    // carpioctl against the running daemon: relayctl's exact header line.
+    let o = carpioctl(&sock, &["show", "summary"]);
+    let s = text(&o);
+    assert!(o.status.success(), "{s}");
+    assert_eq!(
+        s.lines().next(),
+        Some("Id  \tType    \tName                    \tAvlblty\tStatus"),
+        "{s}"
+    );
+    assert!(s.contains("redirect\techo"), "{s}");
+    assert!(s.contains("198.18.2.11"), "{s}");
+    let o = carpioctl(&sock, &["show", "counters"]);
+    let s = text(&o);
+    assert!(o.status.success(), "{s}");
+    let counter = |s: &str, name: &str| -> u64 {
+        s.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name))
+                    .then(|| w.next().and_then(|v| v.parse().ok()))
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no counter {name} in\n{s}"))
+    };
+    assert!(counter(&s, "tx_nat_in") >= 10, "{s}");
+    assert!(counter(&s, "tx_nat_out") >= 10, "{s}");
+    assert!(counter(&s, "flow_new") >= 10, "{s}");
+    assert!(counter(&s, "tx_arp_reply") >= 1, "{s}");
+    assert!(counter(&s, "worker_busy_ns") > 0, "{s}");
+    let _ = counter(&s, "drop_no_backend");
+    let o = carpioctl(&sock, &["show", "states"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains(&format!("{VIP}:{PORT}")), "{}", text(&o));
+
+    // Disabling a host (by the id relayctl shows) moves new flows away from it.
+    let hosts = text(&carpioctl(&sock, &["show", "hosts"]));
+    let id = hosts
+        .lines()
+        .find(|l| l.contains("host") && l.contains("198.18.2.11"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no host 198.18.2.11 in\n{hosts}"))
+        .to_string();
+    let o = carpioctl(&sock, &["host", "disable", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).trim(), "command succeeded");
+    for _ in 0..6 {
+        assert_eq!(udp_query(&lab, 0).as_deref(), Some("b2"));
+    }
+    let s = text(&carpioctl(&sock, &["show", "hosts"]));
+    assert!(s.contains("disabled"), "{s}");
+    let o = carpioctl(&sock, &["host", "enable", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A flow established before a reload keeps its backend after it (stable indices).
+    let before = udp_query(&lab, 40124);
+    assert!(before.is_some());
+
+    // A broken configuration on reload is refused; the daemon keeps serving.
+    std::fs::write(&conf, "redirect {\n").unwrap();
+    let o = carpioctl(&sock, &["reload"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("command failed"), "{}", text(&o));
+    assert!(
+        udp_query(&lab, 0).is_some(),
+        "not serving after a bad reload"
+    );
+    // A good one is applied (same config): still serving.
+    std::fs::write(&conf, config(ingress, &sock)).unwrap();
+    let o = carpioctl(&sock, &["reload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(udp_query(&lab, 0).is_some(), "not serving after reload");
+    assert_eq!(udp_query(&lab, 40124), before, "flow moved across reload");
+
+    // While running: the XDP program (afxdp) or the nft ingress drop (afpacket) is in place.
+    let attached = |w: &str| w.starts_with("xdp") || w.starts_with("prog/xdp");
+    let link = lab.link_show("lb", "lb0").unwrap();
+    let tables = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    if ingress.contains("afxdp") {
+        assert!(link.split_whitespace().any(attached), "{link}");
+    } else {
+        assert!(tables.contains("netdev carpio_lb0"), "{tables}");
+    }
+
+    // SIGTERM: clean exit, no XDP left on the interface, no nft table, no socket file.
+    let st = d.terminate();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "exit {st:?}; log:\n{}",
+        d.log()
+    );
+    let link = lab.link_show("lb", "lb0").unwrap();
+    // `ip -d link` shows `xdpgeneric`/`xdp` and `prog/xdp id N` while a program is attached.
+    assert!(!link.split_whitespace().any(attached), "{link}");
+    let tables = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("carpio"),
+        "{}",
+        String::from_utf8_lossy(&tables.stdout)
+    );
+    assert!(!sock.exists());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn afpacket_nat_end_to_end() {
+    scenario("dafp", "ingress afpacket");
+}
+
+#[test]
+fn afxdp_generic_nat_end_to_end() {
+    scenario("dxsk", "ingress afxdp mode generic");
+}
+
+/// `user nobody`: the daemon serves after dropping to nobody with only CAP_NET_RAW and
+/// CAP_NET_ADMIN, its control socket belongs to nobody with mode 0660, and SIGTERM still
+/// removes the nft table (through the ambient CAP_NET_ADMIN of the `nft` child).
+#[test]
+fn privilege_drop_keeps_serving_and_cleans_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("priv");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(
+        &conf,
+        format!("user nobody\n{}", config("ingress afpacket", &sock)),
+    )
+    .unwrap();
+    let lab = topology("dpriv", &dir);
+    let mut d = start_daemon(&lab, &conf, &dir);
+    wait_serving(&lab, &d, &sock);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only.
+    assert_eq!(field("CapEff:"), "0000000000003000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000003000", "{status}");
+    let meta = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.uid(), 65534);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let o = carpioctl(&sock, &["show", "summary"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = d.terminate();
+    assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
+    let tables = lab.exec("lb", &["nft", "list", "tables"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("carpio"),
+        "nft table left behind; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn check_mode_exit_codes_and_messages() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("chk");
+    let good = dir.path("good.conf");
+    std::fs::write(&good, config("ingress afpacket", &dir.path("s.sock"))).unwrap();
+    let o = Command::new(carpio())
+        .args(["-n", "-f"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("configuration OK"), "{}", text(&o));
+
+    let bad = dir.path("bad.conf");
+    std::fs::write(
+        &bad,
+        "table <t> { 198.18.2.11 }\nredirect r {\n  listen on 198.18.1.100 udp port 70000\n  forward to <nope> check icmp\n}\n",
+    )
+    .unwrap();
+    let o = Command::new(carpio())
+        .args(["-n", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = text(&o);
+    let prefix = format!("{}:3:", bad.display());
+    assert!(s.lines().any(|l| l.starts_with(&prefix)), "{s}");
+    let prefix4 = format!("{}:4:", bad.display());
+    assert!(s.lines().any(|l| l.starts_with(&prefix4)), "{s}");
+    assert!(!s.contains("configuration OK"));
+
+    // -D overrides a macro.
+    let m = dir.path("macro.conf");
+    std::fs::write(
+        &m,
+        "port = 70000\ntable <t> { 198.18.2.11 }\nredirect r {\n  listen on 198.18.1.100 udp port $port\n  forward to <t> check icmp\n}\n",
+    )
+    .unwrap();
+    let o = Command::new(carpio())
+        .args(["-n", "-D", "port=53", "-f"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
