@@ -143,7 +143,29 @@ wait_vip() {
   return 1
 }
 
-# --- 1. carpio --------------------------------------------------------------------------------
+# The kernel runs first: no state of another run can be in its connection tracking.
+# --- 1. the kernel: nftables DNAT (and the VIP on lb0, forwarding on) ---------------------------
+echo "== kernel: nftables DNAT"
+ip -n "$(lab_ns lb)" addr add $VIP/32 dev lb0
+lab_in lb sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+  net.ipv4.conf.lb0.send_redirects=0
+# One explicit seed: without it each jhash expression draws its own, and iperf3's control
+# connection (tcp) and its stream (udp) would land on different backends.
+lab_in lb nft -f - <<EOF
+table ip cio_bench {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr $VIP udp dport 5201 dnat to jhash ip saddr mod 3 seed 0xc10 map { 0 : 198.18.1.1, 1 : 198.18.1.2, 2 : 198.18.1.3 }
+    ip daddr $VIP tcp dport 5201 dnat to jhash ip saddr mod 3 seed 0xc10 map { 0 : 198.18.1.1, 1 : 198.18.1.2, 2 : 198.18.1.3 }
+  }
+}
+EOF
+udp_run nft-dnat-udp64 0
+lab_in lb nft delete table ip cio_bench
+lab_in lb sysctl -qw net.ipv4.ip_forward=0
+ip -n "$(lab_ns lb)" addr del $VIP/32 dev lb0
+
+# --- 2. carpio --------------------------------------------------------------------------------
 echo "== carpio ($ingress, $(basename "$bin") at $bin)"
 lab_spawn lb "$out/carpio.log" "$bin" -d -f "$out/carpio.conf"
 carpio_pid=$LAST_PID
@@ -158,26 +180,9 @@ kill -TERM "$carpio_pid" 2>/dev/null || true
 for i in $(seq 30); do kill -0 "$carpio_pid" 2>/dev/null || break; sleep 0.1; done
 kill -KILL "$carpio_pid" 2>/dev/null || true
 
-# --- 2. the kernel: nftables DNAT (and the VIP on lb0, forwarding on) ---------------------------
-echo "== kernel: nftables DNAT"
-ip -n "$(lab_ns lb)" addr add $VIP/32 dev lb0
-lab_in lb sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
-  net.ipv4.conf.lb0.send_redirects=0
-lab_in lb nft -f - <<EOF
-table ip cio_bench {
-  chain pre {
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr $VIP udp dport 5201 dnat to jhash ip saddr mod 3 map { 0 : 198.18.1.1, 1 : 198.18.1.2, 2 : 198.18.1.3 }
-    ip daddr $VIP tcp dport 5201 dnat to jhash ip saddr mod 3 map { 0 : 198.18.1.1, 1 : 198.18.1.2, 2 : 198.18.1.3 }
-  }
-}
-EOF
-udp_run nft-dnat-udp64 0
-lab_in lb nft delete table ip cio_bench
-lab_in lb sysctl -qw net.ipv4.ip_forward=0
-
 # --- 3. dnsdist on the VIP ----------------------------------------------------------------------
 echo "== dnsdist"
+ip -n "$(lab_ns lb)" addr add $VIP/32 dev lb0
 cat >"$out/dnsdist.conf" <<EOF
 -- No security polling (a DNS query leaving the lab), no console, no carbon.
 setSecurityPollSuffix("")
