@@ -114,7 +114,7 @@ live() {
 }
 
 echo "#### live: real servers and clients through carpio"
-timeout_s=120
+timeout_s=${DEMO_TIMEOUT:-120}
 live_rc=0
 live & live_pid=$!
 # Bounded: the live part is killed if it runs past $timeout_s (the EXIT trap then cleans up).

@@ -10,7 +10,9 @@
 #
 # The VIPs (198.18.0.10 NAT, .11 DSR, .12 IPIP) are on no interface of the LB: carpio answers
 # ARP for them. Backends hold .11 and .12 on lo (arp_ignore/arp_announce so they never answer
-# ARP for them) and decapsulate IPIP on tunl0, for the DSR and IPIP redirects.
+# ARP for them) for the DSR and IPIP redirects, and answer from them straight to the client's
+# segment (policy rule, table 100). Decapsulating IPIP needs the kernel's ipip support, which
+# some VMs lack; the lab does not create a tunnel device.
 #
 # Network safety (DESIGN.md): namespaces only (cio-<pid>-...), addresses in 198.18.0.0/15,
 # nothing in the root namespace; lab_down kills every process left in our namespaces by PID.
