@@ -122,6 +122,7 @@ live & live_pid=$!
 wait $live_pid || live_rc=$?
 kill $guard 2>/dev/null || true
 wait $guard 2>/dev/null || true
+[ $live_rc -eq 143 ] && echo "demo: the live part ran past ${timeout_s}s and was stopped (lab removed)" >&2
 
 echo
 echo "#### offline replay: captures through carpio's receive path"
