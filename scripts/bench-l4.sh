@@ -41,7 +41,10 @@ case "$ingress_kind" in
   *) echo "bench-l4: -i afpacket|afxdp" >&2; exit 2 ;;
 esac
 bin=${CARPIO:-$ROOT/target/release/carpio}
-[ -x "$bin" ] || { echo "bench-l4: $bin missing (make build)" >&2; exit 1; }
+ctl=$(dirname "$bin")/carpioctl
+for f in "$bin" "$ctl"; do
+  [ -x "$f" ] || { echo "bench-l4: $f missing (make build)" >&2; exit 1; }
+done
 [ "$(id -u)" -eq 0 ] || { echo "bench-l4: needs root (network namespaces)" >&2; exit 1; }
 for t in ip ethtool ss nft iperf3 dnsperf dnsdist unbound jq; do
   command -v "$t" >/dev/null || { echo "bench-l4: $t missing: bash scripts/deps.sh" >&2; exit 1; }
@@ -169,9 +172,22 @@ ip -n "$(lab_ns lb)" addr del $VIP/32 dev lb0
 echo "== carpio ($ingress, $(basename "$bin") at $bin)"
 lab_spawn lb "$out/carpio.log" "$bin" -d -f "$out/carpio.conf"
 carpio_pid=$LAST_PID
+# The workers' own busy time (time on non-empty batches, `show counters` worker_busy_ns) per
+# frame they handled (worker_packets, both directions): carpio's cost without idle wake-ups.
+busy() { lab_in lb "$ctl" -s "$out/carpio.sock" show counters 2>/dev/null |
+  awk '$1 == "worker_busy_ns" {b = $2} $1 == "worker_packets" {p = $2} END {print b + 0, p + 0}'; }
+busy_line() {
+  awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    f = y[2] - x[2]; printf "  %-14s worker busy %.0f ns per frame over %d frames\n", n,
+    (f > 0 ? (y[1] - x[1]) / f : 0), f }'; }
+BUSY=()
 if wait_vip "$carpio_pid"; then
+  b0=$(busy)
   udp_run carpio-udp64 "$carpio_pid"
+  b1=$(busy)
   dns_run carpio-dns "$carpio_pid"
+  b2=$(busy)
+  BUSY+=("$(busy_line carpio-udp64 "$b0" "$b1")" "$(busy_line carpio-dns "$b1" "$b2")")
 else
   echo "bench-l4: carpio never answered through $VIP; its log:" >&2
   cat "$out/carpio.log" >&2
@@ -207,6 +223,7 @@ echo
 echo "L4 benchmark: ${secs}s per case, UDP offered ${udp_mbit} Mbit/s of 18-byte payloads, DNS offered ${qps} qps"
 printf '%-22s %12s %12s %8s %10s %10s %10s\n' case offered/s delivered/s loss% proc_ns softirq_ns total_ns
 printf '%s\n' "${RESULTS[@]}"
+[ ${#BUSY[@]} -gt 0 ] && printf '%s\n' "${BUSY[@]}"
 row() { printf '%s\n' "${RESULTS[@]}" | awk -v n="$1" -v c="$2" '$1 == n {print $c}'; }
 echo
 echo "ratios carpio / baseline (delivered rate: higher is better; CPU per packet: lower is better)"
