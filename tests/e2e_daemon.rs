@@ -238,10 +238,14 @@ fn start_daemon(lab: &Lab, conf: &Path, dir: &TempDir) -> Daemon {
 
 /// One UDP query from the client namespace; `sport` 0 = a fresh port each time.
 fn udp_query(lab: &Lab, sport: u16) -> Option<String> {
+    udp_query_to(lab, sport, PORT)
+}
+
+fn udp_query_to(lab: &Lab, sport: u16, port: u16) -> Option<String> {
     lab.run_in("client", move || {
         let s = UdpSocket::bind(("198.18.1.10", sport)).ok()?;
         s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-        let vip: SocketAddr = format!("{VIP}:{PORT}").parse().ok()?;
+        let vip: SocketAddr = format!("{VIP}:{port}").parse().ok()?;
         s.send_to(b"hello", vip).ok()?;
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).ok()?;
@@ -395,12 +399,34 @@ fn scenario(tag: &str, ingress: &str) {
         udp_query(&lab, 0).is_some(),
         "not serving after a bad reload"
     );
-    // A good one is applied (same config): still serving.
-    std::fs::write(&conf, config(ingress, &sock)).unwrap();
+    // A good one is applied: a new port is steered (XDP maps, cBPF filter, nft) and served,
+    // the old one still is.
+    assert_eq!(udp_query_to(&lab, 0, PORT + 1), None);
+    let more = config(ingress, &sock).replace(
+        "    forward to",
+        &format!("    listen on {VIP} udp port {}\n    forward to", PORT + 1),
+    );
+    std::fs::write(&conf, more).unwrap();
     let o = carpioctl(&sock, &["reload"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(udp_query(&lab, 0).is_some(), "not serving after reload");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut new_port = None;
+    while new_port.is_none() && Instant::now() < deadline {
+        new_port = udp_query_to(&lab, 0, PORT + 1);
+    }
+    assert!(new_port.is_some(), "new port not served; log:\n{}", d.log());
     assert_eq!(udp_query(&lab, 40124), before, "flow moved across reload");
+    // SIGHUP reloads too.
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.log().matches("reloaded").count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.log().matches("reloaded").count(), 2, "{}", d.log());
+    assert!(udp_query(&lab, 0).is_some(), "not serving after SIGHUP");
 
     // While running: the XDP program (afxdp) or the nft ingress drop (afpacket) is in place.
     let attached = |w: &str| w.starts_with("xdp") || w.starts_with("prog/xdp");
@@ -436,6 +462,11 @@ fn scenario(tag: &str, ingress: &str) {
 #[test]
 fn afpacket_nat_end_to_end() {
     scenario("dafp", "ingress afpacket");
+}
+
+#[test]
+fn pnet_nat_end_to_end() {
+    scenario("dpnt", "ingress pnet");
 }
 
 #[test]

@@ -297,6 +297,32 @@ mod tests {
     }
 
     #[test]
+    fn connections_beyond_the_limit_are_refused() {
+        let path = tmp_socket("c");
+        let (tx, _rx) = crossbeam::channel::unbounded();
+        let mut server = start(&path, None, tx).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            held.push(UnixStream::connect(&path).unwrap());
+        }
+        // Let the accept loop take them all (it polls every ACCEPT_POLL).
+        std::thread::sleep(ACCEPT_POLL * 3);
+        let extra = UnixStream::connect(&path).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reply = String::new();
+        BufReader::new(extra).read_line(&mut reply).unwrap();
+        assert!(reply.contains("too many control connections"), "{reply}");
+        // Closing the held connections frees their slots.
+        drop(held);
+        std::thread::sleep(ACCEPT_POLL * 3);
+        let mut c = Client::connect(&path, None).unwrap();
+        c.send(&Request::Poll).unwrap();
+        server.stop();
+    }
+
+    #[test]
     fn read_line_bounds() {
         let mut data: &[u8] = b"abc\ndef";
         let mut buf = Vec::new();

@@ -12,7 +12,7 @@
 use crate::counters::Counters;
 use crate::dataplane::flow::Event;
 use crate::dataplane::snapshot::{Forward, Snapshot, SnapshotCell};
-use crate::dataplane::worker::{Worker, WorkerConfig};
+use crate::dataplane::worker::{ControlFrame, Worker, WorkerConfig};
 use crate::phy::{self, BATCH, Batch, DevDrop, Device};
 use crate::sys::afpacket::PacketDrop;
 use crate::sys::afxdp::XskDrop;
@@ -290,6 +290,58 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Time 0 of the workers' `now` (seconds since the daemon started, plus one).
     pub epoch: Instant,
+    /// CARP and pfsync frames the workers hand to the control plane (the XDP program and
+    /// the cBPF filter steer them to carpio, so the kernel never sees them).
+    pub control: Arc<ArrayQueue<Box<ControlFrame>>>,
+}
+
+/// A worker thread's own figures.
+#[derive(Default)]
+struct LoopStats {
+    busy: Duration,
+    batches: u64,
+    packets: u64,
+    tx_errors: u64,
+    rx_errors: u64,
+}
+
+fn handle_cmd(
+    cmd: Cmd,
+    core: u8,
+    worker: &Worker,
+    dev: &Dev,
+    devdrops: &Counters<{ DevDrop::COUNT }>,
+    st: &LoopStats,
+) {
+    match cmd {
+        Cmd::Counters(reply) => {
+            let mut v: Vec<(String, u64)> = worker
+                .counter_values()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect();
+            v.extend(
+                DevDrop::ALL
+                    .iter()
+                    .map(|d| (d.name().to_string(), devdrops.get(d.index()))),
+            );
+            dev.counters(&mut v);
+            let busy = st.busy.as_nanos() as u64;
+            // Per-worker figures too (the benchmark's on-CPU time per core).
+            v.push((format!("worker{core}_busy_ns"), busy));
+            v.push((format!("worker{core}_packets"), st.packets));
+            v.push(("worker_batches".into(), st.batches));
+            v.push(("worker_packets".into(), st.packets));
+            v.push(("worker_busy_ns".into(), busy));
+            v.push(("worker_tx_errors".into(), st.tx_errors));
+            v.push(("worker_rx_errors".into(), st.rx_errors));
+            v.push(("flows".into(), worker.flows().len() as u64));
+            let _ = reply.send(v);
+        }
+        Cmd::Filter(prog) => {
+            let _ = dev.set_filter(&prog);
+        }
+    }
 }
 
 /// Starts a worker on `dev`, pinned to `cpu` if given.
@@ -304,8 +356,7 @@ pub fn spawn_worker(
         cfg,
         shared.snap.clone(),
         shared.events.clone(),
-        // CARP and pfsync frames are passed on until those roles land (hook: a control queue).
-        None,
+        Some(shared.control.clone()),
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
     let (tx, rx): (Sender<Cmd>, Receiver<Cmd>) = crossbeam::channel::bounded(16);
@@ -319,53 +370,37 @@ pub fn spawn_worker(
             }
             let mut batch = Batch::new(BATCH);
             let mut devdrops = Counters::<{ DevDrop::COUNT }>::default();
-            let mut busy = Duration::ZERO;
-            let (mut batches, mut packets, mut tx_errors) = (0u64, 0u64, 0u64);
+            let mut st = LoopStats::default();
             // Relaxed: the flag carries no data; the parent joins the thread afterwards.
             while !stop.load(Ordering::Relaxed) {
-                let n = dev.dev().recv(&mut batch, &mut devdrops).unwrap_or(0);
+                let n = match dev.dev().recv(&mut batch, &mut devdrops) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        // A broken device must not spin: count and back off.
+                        st.rx_errors += 1;
+                        std::thread::sleep(IDLE_WAIT);
+                        0
+                    }
+                };
                 if n > 0 {
                     let t0 = Instant::now();
                     let now = (t0.saturating_duration_since(epoch).as_secs() + 1) as u32;
                     worker.process(&mut batch, now);
                     if dev.dev().send(&batch).is_err() {
-                        tx_errors += 1;
+                        st.tx_errors += 1;
                     }
-                    busy += t0.elapsed();
-                    batches += 1;
-                    packets += n as u64;
-                    continue;
+                    st.busy += t0.elapsed();
+                    st.batches += 1;
+                    st.packets += n as u64;
                 }
+                // One non-blocking look per iteration (atomic loads, no syscall), so a worker
+                // under sustained load still answers `show counters`.
                 while let Ok(cmd) = rx.try_recv() {
-                    match cmd {
-                        Cmd::Counters(reply) => {
-                            let mut v: Vec<(String, u64)> = worker
-                                .counter_values()
-                                .into_iter()
-                                .map(|(n, v)| (n.to_string(), v))
-                                .collect();
-                            v.extend(
-                                DevDrop::ALL
-                                    .iter()
-                                    .map(|d| (d.name().to_string(), devdrops.get(d.index()))),
-                            );
-                            dev.counters(&mut v);
-                            // Per-worker figures too (the benchmark's on-CPU time per core).
-                            v.push((format!("worker{core}_busy_ns"), busy.as_nanos() as u64));
-                            v.push((format!("worker{core}_packets"), packets));
-                            v.push(("worker_batches".into(), batches));
-                            v.push(("worker_packets".into(), packets));
-                            v.push(("worker_busy_ns".into(), busy.as_nanos() as u64));
-                            v.push(("worker_tx_errors".into(), tx_errors));
-                            v.push(("flows".into(), worker.flows().len() as u64));
-                            let _ = reply.send(v);
-                        }
-                        Cmd::Filter(prog) => {
-                            let _ = dev.set_filter(&prog);
-                        }
-                    }
+                    handle_cmd(cmd, core, &worker, &dev, &devdrops, &st);
                 }
-                dev.wait(IDLE_WAIT);
+                if n == 0 {
+                    dev.wait(IDLE_WAIT);
+                }
             }
         })?;
     Ok(WorkerHandle {

@@ -47,7 +47,7 @@ use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, 
 use crate::ctl::server::{self, Call};
 use crate::dataplane::flow::{Event, EventKind, Flow};
 use crate::dataplane::snapshot::{HostStates, Link, Snapshot, SnapshotCell};
-use crate::dataplane::worker::WorkerConfig;
+use crate::dataplane::worker::{ControlFrame, WorkerConfig};
 use crate::dataplane::{FlowTableConfig, state::Timeouts};
 use crate::sys::{afpacket, afxdp, cpu, nft, privdrop, rlimit, xdp};
 use crossbeam::channel::{Receiver, Sender};
@@ -74,6 +74,8 @@ crate::named_counters! {
         StatesMirrorFull = "daemon_states_mirror_full",
         CtlRequests = "daemon_ctl_requests",
         CtlBadTarget = "daemon_ctl_bad_target",
+        /// CARP/pfsync frames drained from the workers with no role to take them yet.
+        ControlUnclaimed = "daemon_control_frames_unclaimed",
     }
 }
 
@@ -87,6 +89,8 @@ pub struct Options {
 
 /// Largest number of flows mirrored for `show states`.
 pub const STATES_MIRROR: usize = 65536;
+/// Capacity of the workers' CARP/pfsync hand-over queue.
+pub const CONTROL_QUEUE: usize = 1024;
 /// Capacity of the workers' flow event queue.
 pub const EVENT_QUEUE: usize = 65536;
 /// How often the parent drains events and retries neighbour resolution.
@@ -128,7 +132,6 @@ pub struct Roles {
 enum IfaceGuard {
     Xdp(Box<XdpSteering>),
     Nft(Option<nft::IngressDrop>),
-    None,
 }
 
 struct Iface {
@@ -148,6 +151,8 @@ struct Daemon {
     ifaces: Vec<Iface>,
     workers: Vec<WorkerHandle>,
     events: Arc<ArrayQueue<Event>>,
+    /// Hook: CARP frames go to the carp shell, pfsync frames to the replicator, when they land.
+    control: Arc<ArrayQueue<Box<ControlFrame>>>,
     mirror: HashMap<u64, Flow>,
     counters: crate::counters::Counters<{ Parent::COUNT }>,
     epoch: Instant,
@@ -177,6 +182,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
     let steering = Steering::of(&snap);
     let cell = Arc::new(SnapshotCell::from_pointee(snap));
     let events = Arc::new(ArrayQueue::new(EVENT_QUEUE));
+    let control = Arc::new(ArrayQueue::new(CONTROL_QUEUE));
     let stop_flag = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let shared = Shared {
@@ -184,6 +190,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         events: events.clone(),
         stop: stop_flag.clone(),
         epoch,
+        control: control.clone(),
     };
 
     // Pinned memory for UMEMs and BPF maps, while still privileged.
@@ -243,6 +250,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         ifaces,
         workers,
         events,
+        control,
         mirror: HashMap::new(),
         counters: Default::default(),
         epoch,
@@ -275,7 +283,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
             IfaceGuard::Nft(Some(n)) => {
                 let _ = n.remove();
             }
-            _ => {}
+            IfaceGuard::Nft(None) => {}
         }
     }
     ctl.stop();
@@ -341,6 +349,9 @@ fn resolve_macs(cfg: &Config, ifname: &str, states: &mut HostStates, wait: bool)
             config::Address::Name(_) => None,
         })
         .collect();
+    if ifname.is_empty() {
+        return false;
+    }
     let mut learned = false;
     let deadline = Instant::now()
         + if wait {
@@ -364,6 +375,9 @@ fn resolve_macs(cfg: &Config, ifname: &str, states: &mut HostStates, wait: bool)
                         learned = true;
                     }
                 },
+                // Provoke only hosts with no MAC at all; a known one stays until the kernel
+                // shows a different one.
+                None if states.macs.iter().any(|m| m.0 == *a) => {}
                 None => missing.push(*a),
             }
         }
@@ -388,6 +402,15 @@ fn open_interface(
 ) -> io::Result<(IfaceGuard, Vec<Dev>)> {
     let queues = ic.queues.unwrap_or(1).clamp(1, crate::sys::bpf::MAX_QUEUES);
     let ifname = ic.name.as_str();
+    if queues > 1 && !st.sources.is_empty() {
+        // RSS and PACKET_FANOUT spread a NAT flow's two directions (client → VIP and
+        // backend → client are different tuples) over different workers, whose flow tables
+        // are separate: the return path would miss. See the module doc.
+        log(format!(
+            "{ifname}: warning: {queues} queues with NAT services; answers may reach a worker \
+             that does not know the flow (use queues 1 for NAT)"
+        ));
+    }
     match ic.ingress {
         Ingress::Afpacket => {
             let filter = st
@@ -441,8 +464,11 @@ fn open_interface(
             Ok((IfaceGuard::Xdp(Box::new(steer)), devs))
         }
         Ingress::Pnet => {
+            // pnet taps like AF_PACKET (before netdev ingress), so the same nft drop keeps the
+            // host stack out of carpio's traffic.
             let port = crate::phy::pnet::Port::new(ifname, ingress::IDLE_WAIT)?;
-            Ok((IfaceGuard::None, vec![Dev::Pnet(port)]))
+            let drop = ingress::install_drop(&ingress::nft_table(ifname), ifname, st)?;
+            Ok((IfaceGuard::Nft(Some(drop)), vec![Dev::Pnet(port)]))
         }
     }
 }
@@ -487,8 +513,13 @@ impl Daemon {
         }
     }
 
-    /// Periodic work: drain flow events (pfsync hook), retry unresolved neighbours.
+    /// Periodic work: drain flow events (pfsync hook) and control frames (carp/pfsync hook),
+    /// retry unresolved neighbours.
     fn tick(&mut self) {
+        while let Some(_frame) = self.control.pop() {
+            // Hook: `carp::shell` / pfsync take these once they land.
+            self.counters.add(Parent::ControlUnclaimed.index(), 1);
+        }
         while let Some(ev) = self.events.pop() {
             let id = ev.flow.id().id;
             match ev.kind {
@@ -578,7 +609,6 @@ impl Daemon {
                     }
                     ok
                 }
-                IfaceGuard::None => true,
             };
             if !ok {
                 self.counters.add(Parent::SteeringFailed.index(), 1);
@@ -904,6 +934,7 @@ fn endpoint(a: IpAddr, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn write(name: &str, text: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("carpio-daemon-{}-{name}", std::process::id()));
@@ -955,6 +986,183 @@ mod tests {
         });
         assert_eq!(code, 1);
         assert!(out.contains("cannot read"), "{out}");
+    }
+
+    const CONF: &str = "table <a> { 198.18.2.11, 198.18.2.12 }\n\
+        redirect web {\n listen on 198.18.1.100 tcp port 80\n forward to <a> check icmp\n}\n";
+
+    /// A daemon without interfaces or workers: the parent's control logic alone.
+    fn daemon(file: &Path) -> Daemon {
+        let cfg = config::load(file, &[]).unwrap();
+        let mut states = HostStates::default();
+        for h in cfg.hosts() {
+            if let config::Address::Ip(ip) = h.addr {
+                states.macs.push((ip, crate::replay::derived_mac(ip)));
+            }
+        }
+        let snap = Snapshot::build(&cfg, &states, Link::default(), None).unwrap();
+        Daemon {
+            opts: Options {
+                file: file.to_path_buf(),
+                defines: vec![],
+                verbose: 0,
+            },
+            steering: Steering::of(&snap),
+            cell: Arc::new(SnapshotCell::from_pointee(snap)),
+            cfg,
+            states,
+            link: Link::default(),
+            ifaces: Vec::new(),
+            workers: Vec::new(),
+            events: Arc::new(ArrayQueue::new(16)),
+            control: Arc::new(ArrayQueue::new(16)),
+            mirror: HashMap::new(),
+            counters: Default::default(),
+            epoch: Instant::now(),
+            last_resolve: None,
+            verbose: false,
+            stop: false,
+        }
+    }
+
+    fn host_item(items: &[Item], name: &str) -> (u32, bool) {
+        items
+            .iter()
+            .find_map(|i| match i {
+                Item::Host {
+                    id,
+                    name: n,
+                    disabled,
+                    ..
+                } if n == name => Some((*id, *disabled)),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn host_table_redirect_enable_disable() {
+        let p = write("ctl.conf", CONF);
+        let mut d = daemon(&p);
+        let items = d.summary();
+        assert!(matches!(
+            items.first(),
+            Some(Item::Redirect {
+                id: 1,
+                down: false,
+                ..
+            })
+        ));
+        let (id, disabled) = host_item(&items, "198.18.2.11");
+        assert!(!disabled);
+        // By id: the host leaves its table's scheduler.
+        let r = d.handle(Request::Set {
+            object: Object::Host,
+            target: id.to_string(),
+            enable: false,
+        });
+        assert_eq!(r, Response::Ok);
+        assert_eq!(host_item(&d.summary(), "198.18.2.11"), (id, true));
+        assert_eq!(d.cell.load().tables[0].up_count(), 1);
+        // By name, enabling again.
+        let r = d.handle(Request::Set {
+            object: Object::Host,
+            target: "198.18.2.11".into(),
+            enable: true,
+        });
+        assert_eq!(r, Response::Ok);
+        assert_eq!(d.cell.load().tables[0].up_count(), 2);
+        // Unknown targets fail and are counted.
+        let r = d.handle(Request::Set {
+            object: Object::Host,
+            target: "198.18.9.9".into(),
+            enable: false,
+        });
+        assert!(matches!(r, Response::Failed { .. }));
+        assert_eq!(d.counters.get(Parent::CtlBadTarget.index()), 1);
+        // Table by base name, redirect by id.
+        for (object, target) in [(Object::Table, "a"), (Object::Redirect, "1")] {
+            let r = d.handle(Request::Set {
+                object,
+                target: target.into(),
+                enable: false,
+            });
+            assert_eq!(r, Response::Ok, "{object:?}");
+        }
+        let items = d.summary();
+        assert!(
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Table { disabled: true, .. }))
+        );
+        assert!(
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Redirect { disabled: true, .. }))
+        );
+        let snap = d.cell.load();
+        assert!(snap.services[0].active_table(&snap.tables).is_none());
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn reload_keeps_the_running_config_on_error() {
+        let p = write("reload.conf", CONF);
+        let mut d = daemon(&p);
+        let gen0 = d.cell.load().generation;
+        std::fs::write(&p, "redirect {\n").unwrap();
+        let r = d.handle(Request::Reload);
+        match r {
+            Response::Failed { reason } => assert!(reason.contains(":1:"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.cell.load().generation, gen0);
+        assert_eq!(d.cfg.redirects.len(), 1);
+        assert_eq!(d.counters.get(Parent::ReloadFailed.index()), 1);
+        // A good one (a second port) is applied as a new generation with the same indices.
+        std::fs::write(
+            &p,
+            CONF.replace(
+                "tcp port 80\n",
+                "tcp port 80\n listen on 198.18.1.100 tcp port 81\n",
+            ),
+        )
+        .unwrap();
+        let idx_before = d.cell.load().by_host.clone();
+        assert_eq!(d.handle(Request::Reload), Response::Ok);
+        let snap = d.cell.load();
+        assert_eq!(snap.generation, gen0 + 1);
+        assert_eq!(snap.by_host, idx_before);
+        assert_eq!(d.steering.services.len(), 2);
+        assert_eq!(d.counters.get(Parent::Reloads.index()), 1);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn other_requests() {
+        let p = write("other.conf", CONF);
+        let mut d = daemon(&p);
+        assert_eq!(d.handle(Request::Poll), Response::Ok);
+        assert_eq!(d.handle(Request::Log { verbose: true }), Response::Ok);
+        assert!(d.verbose);
+        assert!(matches!(
+            d.handle(Request::Monitor),
+            Response::Failed { .. }
+        ));
+        match d.handle(Request::Show {
+            what: Show::Counters,
+        }) {
+            Response::Counters { counters } => {
+                for c in Parent::ALL {
+                    assert!(counters.iter().any(|(n, _)| n == c.name()), "{}", c.name());
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!d.stop);
+        assert_eq!(d.handle(Request::Stop), Response::Ok);
+        assert!(d.stop);
+        let _ = std::fs::remove_file(p);
     }
 
     #[test]
