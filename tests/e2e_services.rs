@@ -181,6 +181,12 @@ fn fill(tpl: &str, name: &str, addr: &str, dir: &Path, stratum: u32) -> String {
         .replace("@STRATUM@", &stratum.to_string())
 }
 
+/// A 1 MiB page naming its backend on every line: a transfer of many full-size segments.
+fn big_page(b: &str) -> String {
+    let line = format!("{b} {}\n", "x".repeat(60));
+    line.repeat((1 << 20) / line.len())
+}
+
 /// Waits (bounded) until something listens on `proto`/`port` in `short`.
 fn wait_listen(env: &Env, short: &str, proto: char, port: u16) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -280,6 +286,7 @@ fn servers(env: &mut Env) {
         std::fs::create_dir_all(d.join("www")).unwrap();
         std::fs::create_dir_all(d.join("tmp")).unwrap();
         env.write(&format!("{b}/www/index.html"), &format!("{b}\n"));
+        env.write(&format!("{b}/www/big.txt"), &big_page(b));
         let ub = env.write(
             &format!("{b}/unbound.conf"),
             &fill(UNBOUND_TPL, b, &addr, &d, stratum),
@@ -604,6 +611,29 @@ fn run_cases(env: &mut Env, ingress_name: &str, ingress: &str, f: &mut Failures)
     f.check(
         seen.len() == 3,
         tag(&format!("http reached {seen:?}, want all three")),
+    );
+
+    // A 1 MiB page (hundreds of full-size segments both ways through the NAT) arrives whole.
+    let o = env.run(
+        "cl",
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "20",
+            &format!("http://{VIP}/big.txt"),
+        ],
+    );
+    let body = text(&o.stdout);
+    let whole = BACKENDS.iter().any(|b| body == big_page(b));
+    f.check(
+        whole,
+        tag(&format!(
+            "http 1 MiB page: got {} bytes (exit {:?}), want {}",
+            body.len(),
+            o.status.code(),
+            big_page("b1").len()
+        )),
     );
 
     // DSR: the backends answer from the VIP straight to the client.
