@@ -520,6 +520,46 @@ fn privilege_drop_keeps_serving_and_cleans_up() {
     );
 }
 
+/// A backend whose MAC cannot be resolved at start (its link is down) is retried, and the
+/// snapshot is rebuilt when its MAC appears: new flows then reach it.
+#[test]
+fn late_neighbour_is_resolved_and_used() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("late");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config("ingress afpacket", &sock)).unwrap();
+    let lab = topology("dlate", &dir);
+    lab.ip("b2", &["link", "set", "e0", "down"]).unwrap();
+    let mut d = start_daemon(&lab, &conf, &dir);
+    wait_serving(&lab, &d, &sock);
+    let counters = text(&carpioctl(&sock, &["show", "counters"]));
+    assert!(
+        counters
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["daemon_hosts_unresolved", "1"]),
+        "{counters}"
+    );
+    lab.ip("b2", &["link", "set", "e0", "up"]).unwrap();
+    lab.ip("b2", &["route", "replace", "default", "via", "198.18.2.1"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut saw_b2 = false;
+    while !saw_b2 && Instant::now() < deadline {
+        saw_b2 = udp_query(&lab, 0).as_deref() == Some("b2");
+    }
+    assert!(saw_b2, "b2 never answered; log:\n{}", d.log());
+    let counters = text(&carpioctl(&sock, &["show", "counters"]));
+    assert!(
+        counters
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["daemon_hosts_unresolved", "0"]),
+        "{counters}"
+    );
+    assert!(d.terminate().is_some_and(|s| s.success()));
+}
+
 #[test]
 fn check_mode_exit_codes_and_messages() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

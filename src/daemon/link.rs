@@ -115,6 +115,32 @@ pub fn parse_default_via(text: &str) -> Option<IpAddr> {
     })
 }
 
+/// The gateway toward `addr` when it is not on-link (`ip route get A` → `A via G dev IF`):
+/// backends behind a router are reached through the router's MAC.
+pub fn next_hop(addr: IpAddr) -> Option<IpAddr> {
+    let text = ip_cmd(&["route", "get", &addr.to_string()]).ok()?;
+    parse_route_get_via(&text)
+}
+
+/// The address after `via` on the first line of `ip route get` output.
+pub fn parse_route_get_via(text: &str) -> Option<IpAddr> {
+    let line = text.lines().next()?;
+    let mut w = line.split_whitespace();
+    while let Some(word) = w.next() {
+        if word == "via" {
+            // `via inet6 ADDR` for an IPv6 next hop of an IPv4 route (RFC 5549).
+            let next = w.next()?;
+            let a = if next == "inet6" || next == "inet" {
+                w.next()?
+            } else {
+                next
+            };
+            return a.parse().ok();
+        }
+    }
+    None
+}
+
 /// IPv4 neighbours from `/proc/net/arp` with a complete entry (flags 0x2) on `ifname`.
 pub fn arp_table(ifname: &str) -> Vec<(IpAddr, [u8; 6])> {
     std::fs::read_to_string("/proc/net/arp")
@@ -249,6 +275,21 @@ mod tests {
             Some("198.18.1.254".parse().unwrap())
         );
         assert_eq!(parse_default_via("default dev lb0 scope link\n"), None);
+        assert_eq!(
+            parse_route_get_via(
+                "198.18.5.7 via 198.18.2.254 dev lb0 src 198.18.2.1 uid 0 \n    cache \n"
+            ),
+            Some("198.18.2.254".parse().unwrap())
+        );
+        assert_eq!(
+            parse_route_get_via("198.18.2.11 dev lb0 src 198.18.2.1 uid 0 \n    cache \n"),
+            None
+        );
+        assert_eq!(
+            parse_route_get_via("198.18.5.7 via inet6 fe80::1 dev lb0\n"),
+            Some("fe80::1".parse().unwrap())
+        );
+        assert_eq!(parse_route_get_via(""), None);
         assert_eq!(parse_default_via(""), None);
     }
 }

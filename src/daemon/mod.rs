@@ -74,6 +74,7 @@ crate::named_counters! {
         StatesMirrorFull = "daemon_states_mirror_full",
         CtlRequests = "daemon_ctl_requests",
         CtlBadTarget = "daemon_ctl_bad_target",
+        HostTransitions = "daemon_host_transitions",
         /// CARP/pfsync frames drained from the workers with no role to take them yet.
         ControlUnclaimed = "daemon_control_frames_unclaimed",
     }
@@ -118,14 +119,25 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("carpio: {}", msg.as_ref());
 }
 
-/// Hook points for the roles other branches build (health engine, carp, relays, pfsync):
-/// each is a thread with a handle; events come back to the parent over channels.
-#[derive(Default)]
+/// What the other roles (health engine, carp shell, pfsync, relays) tell the parent. They are
+/// started from the configuration as threads with a small handle and get a clone of
+/// [`Roles::events`]; the parent applies each event and rebuilds the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleEvent {
+    /// Health engine: host `id` (relayd's id) changed state.
+    Host { id: u32, up: bool },
+}
+
+/// Hook points for the roles other branches build: each is a thread with a handle; events come
+/// back over [`Roles::events`]. Until the health engine lands every host counts as up.
 pub struct Roles {
-    // health: Option<health::Engine handle> — host up/down into `HostStates::down`.
-    // carp: Option<carp::shell handle> — ownership into `Snapshot::with_carp`.
+    /// Cloned into each role's thread.
+    pub events: Sender<RoleEvent>,
+    // health: Option<health::Engine handle> — sends RoleEvent::Host.
+    // carp: Option<carp::shell handle> — ownership into `Snapshot::with_carp`; takes the CARP
+    //       frames the workers hand over (`Daemon::control`).
     // relays: Vec<relay::spawn handle>.
-    // pfsync: Option<handle> — fed by the flow events drained in `Parent::tick`.
+    // pfsync: Option<handle> — fed by the flow events drained in `Daemon::tick`.
 }
 
 /// One interface's kernel-side state, dropped at shutdown (XDP detached, nft table deleted).
@@ -240,6 +252,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
     }
 
     let signals = spawn_signals(calls_tx)?;
+    let (roles_tx, roles_rx) = crossbeam::channel::unbounded::<RoleEvent>();
+    // Hook: start the health engine, carp, relays and pfsync here with `roles.events`.
+    let roles = Roles { events: roles_tx };
     let mut d = Daemon {
         opts: opts.clone(),
         cfg,
@@ -268,7 +283,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    d.main_loop(&calls_rx);
+    d.main_loop(&calls_rx, &roles_rx);
+    drop(roles);
 
     // Shutdown: workers first (they hold the sockets), then the XDP programs and nft tables.
     stop_flag.store(true, Ordering::Relaxed);
@@ -363,7 +379,13 @@ fn resolve_macs(cfg: &Config, ifname: &str, states: &mut HostStates, wait: bool)
         let neigh = link::neighbours(ifname);
         let mut missing = Vec::new();
         for a in &wanted {
-            match neigh.iter().find(|n| n.0 == *a) {
+            // On-link hosts are their own next hop; others are reached through their router.
+            let hop = if neigh.iter().any(|n| n.0 == *a) {
+                *a
+            } else {
+                link::next_hop(*a).unwrap_or(*a)
+            };
+            match neigh.iter().find(|n| n.0 == hop) {
                 Some(&(_, mac)) => match states.macs.iter_mut().find(|m| m.0 == *a) {
                     Some(m) if m.1 == mac => {}
                     Some(m) => {
@@ -498,18 +520,44 @@ fn spawn_signals(calls: Sender<Call>) -> io::Result<signal_hook::iterator::Handl
 }
 
 impl Daemon {
-    fn main_loop(&mut self, calls: &Receiver<Call>) {
+    fn main_loop(&mut self, calls: &Receiver<Call>, roles: &Receiver<RoleEvent>) {
         while !self.stop {
-            match calls.recv_timeout(TICK) {
-                Ok(call) => {
-                    self.counters.add(Parent::CtlRequests.index(), 1);
-                    let resp = self.handle(call.request);
-                    let _ = call.reply.send(resp);
+            crossbeam::channel::select! {
+                recv(calls) -> call => match call {
+                    Ok(call) => {
+                        self.counters.add(Parent::CtlRequests.index(), 1);
+                        let resp = self.handle(call.request);
+                        let _ = call.reply.send(resp);
+                    }
+                    Err(_) => break,
+                },
+                recv(roles) -> ev => {
+                    if let Ok(ev) = ev {
+                        self.role_event(ev);
+                    }
                 }
-                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+                default(TICK) => {}
             }
             self.tick();
+        }
+    }
+
+    /// Applies an event from another role and rebuilds the snapshot if something changed.
+    fn role_event(&mut self, ev: RoleEvent) {
+        match ev {
+            RoleEvent::Host { id, up } => {
+                let was_down = self.states.down.contains(&id);
+                if up == was_down {
+                    self.states.down.retain(|&d| d != id);
+                    if !up {
+                        self.states.down.push(id);
+                    }
+                    self.counters.add(Parent::HostTransitions.index(), 1);
+                    if let Err(e) = self.rebuild() {
+                        log(format!("snapshot: {e}"));
+                    }
+                }
+            }
         }
     }
 
@@ -1135,6 +1183,28 @@ mod tests {
         assert_eq!(snap.by_host, idx_before);
         assert_eq!(d.steering.services.len(), 2);
         assert_eq!(d.counters.get(Parent::Reloads.index()), 1);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn health_events_take_hosts_down_and_up() {
+        let p = write("health.conf", CONF);
+        let mut d = daemon(&p);
+        let (id, _) = host_item(&d.summary(), "198.18.2.12");
+        d.role_event(RoleEvent::Host { id, up: false });
+        assert_eq!(d.cell.load().tables[0].up_count(), 1);
+        let down = d
+            .summary()
+            .into_iter()
+            .any(|i| matches!(i, Item::Host { id: h, state: HostState::Down, .. } if h == id));
+        assert!(down);
+        let g = d.cell.load().generation;
+        // The same state again changes nothing.
+        d.role_event(RoleEvent::Host { id, up: false });
+        assert_eq!(d.cell.load().generation, g);
+        d.role_event(RoleEvent::Host { id, up: true });
+        assert_eq!(d.cell.load().tables[0].up_count(), 2);
+        assert_eq!(d.counters.get(Parent::HostTransitions.index()), 2);
         let _ = std::fs::remove_file(p);
     }
 
