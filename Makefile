@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all deps build test lint unit demo bench clean fmt
+.PHONY: all deps build test lint unit demo bench bench-l4 clean fmt
 
 all: build
 
@@ -30,6 +30,11 @@ demo: build
 
 bench: deps
 	$(CARGO) bench
+
+# carpio vs nftables DNAT (64-byte UDP) and vs dnsdist (DNS) in a netns lab (root; README
+# "L4 benchmark").
+bench-l4: build
+	@bash scripts/bench-l4.sh
 
 clean:
 	$(CARGO) clean

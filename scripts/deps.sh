@@ -12,7 +12,13 @@ BUILD_PKGS=(clang llvm libbpf-dev pkg-config make gcc libc6-dev)
 # Tests and demo: namespaces, traffic and capture tools, and the real servers and clients
 # the end-to-end scenarios drive.
 TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
-           ucarp nsd unbound chrony opensmtpd nginx-light openssl dnsutils python3)
+           ucarp python3 openssl
+           # real backends of the e2e tests, the demo and the L4 benchmark
+           nsd unbound chrony opensmtpd nginx-light haproxy
+           # real clients
+           dnsutils dnsperf sntp swaks curl iperf3
+           # benchmark baseline (DNS proxy)
+           dnsdist jq)
 WANT=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;
