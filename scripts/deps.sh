@@ -12,7 +12,8 @@ BUILD_PKGS=(clang llvm libbpf-dev pkg-config make gcc libc6-dev)
 # Tests and demo: namespaces, traffic and capture tools, and the real servers and clients
 # the end-to-end scenarios drive.
 TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
-           ucarp)
+           ucarp
+           swaks opensmtpd nsd bind9-dnsutils haproxy iperf3)
 WANT=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;

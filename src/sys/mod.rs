@@ -11,6 +11,7 @@
 //! - [`cpu`]: pin the calling thread to a CPU.
 //! - [`nft`]: the nftables netdev ingress drop that goes with AF_PACKET.
 //! - [`rlimit`]: raise RLIMIT_MEMLOCK before registering a UMEM.
+//! - [`splice`]: splice(2) through 1 MiB pipes for the TCP relay, IP_MINTTL, RLIMIT_NOFILE.
 
 pub mod afpacket;
 pub mod afxdp;
@@ -20,4 +21,5 @@ pub mod cpu;
 pub mod netns;
 pub mod nft;
 pub mod rlimit;
+pub mod splice;
 pub mod xdp;
