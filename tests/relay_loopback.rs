@@ -14,7 +14,11 @@ use carpio::relay::{self, Counter, Options, RelayHandle};
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(conf: &str) -> RelayHandle {

@@ -354,7 +354,10 @@ mod tests {
             assert_eq!(t.handle_answer(0, &mut p), Err(Reject::Short));
         }
         let mut p = q[..HEADER_LEN].to_vec();
-        assert!(t.handle_query(Duration::ZERO, client(), 0, 0, &mut p).is_ok());
+        assert!(
+            t.handle_query(Duration::ZERO, client(), 0, 0, &mut p)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -396,7 +399,9 @@ mod tests {
     fn cancel_frees_the_slot() {
         let mut t = Table::new(Duration::from_secs(2), 1);
         let mut q = query(5);
-        let id = t.handle_query(Duration::ZERO, client(), 0, 0, &mut q).unwrap();
+        let id = t
+            .handle_query(Duration::ZERO, client(), 0, 0, &mut q)
+            .unwrap();
         t.cancel(id);
         assert!(t.is_empty());
         assert_eq!(t.handle_timeout(Duration::from_secs(5)), 0);
@@ -407,7 +412,8 @@ mod tests {
         let mut t = Table::new(Duration::from_secs(600), 3);
         for i in 0..ID_SPACE {
             let mut q = query(i as u16);
-            t.handle_query(Duration::ZERO, client(), 0, 0, &mut q).unwrap();
+            t.handle_query(Duration::ZERO, client(), 0, 0, &mut q)
+                .unwrap();
         }
         let mut q = query(0);
         assert_eq!(

@@ -353,8 +353,8 @@ pub fn plan(config: &Config, index: usize, relay: &RelayConfig) -> Result<(Plan,
                 let (mode, key) = mode_of(t.mode);
                 let mut sc = SchedulerConfig::new(mode, &format!("{}\0{}", relay.name, t.name));
                 sc.key = key_of(key, &format!("{}\0{}", relay.name, t.name));
-                let scheduler = Scheduler::new(sc, hosts)
-                    .map_err(|e| Error::Scheduler(t.name.clone(), e))?;
+                let scheduler =
+                    Scheduler::new(sc, hosts).map_err(|e| Error::Scheduler(t.name.clone(), e))?;
                 forwards.push(Forward {
                     table: Some(t.name.clone()),
                     backends,
@@ -399,7 +399,10 @@ pub fn plan(config: &Config, index: usize, relay: &RelayConfig) -> Result<(Plan,
                 ));
             }
             RelayTarget::NatLookup => {
-                return Err(Error::Unsupported(relay.name.clone(), "forward to nat lookup"));
+                return Err(Error::Unsupported(
+                    relay.name.clone(),
+                    "forward to nat lookup",
+                ));
             }
         }
     }
@@ -712,6 +715,9 @@ relay dns {
         assert!(is_self(l, l));
         assert!(!is_self("198.18.0.1:26".parse().unwrap(), l));
         assert!(!is_self("198.18.0.2:25".parse().unwrap(), l));
-        assert!(is_self("127.0.0.1:25".parse().unwrap(), "0.0.0.0:25".parse().unwrap()));
+        assert!(is_self(
+            "127.0.0.1:25".parse().unwrap(),
+            "0.0.0.0:25".parse().unwrap()
+        ));
     }
 }

@@ -87,7 +87,12 @@ impl Header {
     /// Builds the header of `version` for a connection from `src` (the client) to `dst` (the
     /// relay's listen address). Mixed families are written as IPv6 with the IPv4 side mapped
     /// (`::ffff:a.b.c.d`), as HAProxy does.
-    pub fn new(version: ProxyProtocol, transport: Transport, src: SocketAddr, dst: SocketAddr) -> Header {
+    pub fn new(
+        version: ProxyProtocol,
+        transport: Transport,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Header {
         match version {
             ProxyProtocol::V1 => Self::v1(src, dst),
             ProxyProtocol::V2 => Self::v2(transport, src, dst),
@@ -104,12 +109,9 @@ impl Header {
         // The buffer holds the longest possible line, so these writes cannot fail; if one
         // did, the header degrades to what was written, which the length below reflects.
         let _ = match same_family(src.ip(), dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => write!(
-                cur,
-                "PROXY TCP4 {s} {d} {} {}\r\n",
-                src.port(),
-                dst.port()
-            ),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                write!(cur, "PROXY TCP4 {s} {d} {} {}\r\n", src.port(), dst.port())
+            }
             (s, d) => write!(cur, "PROXY TCP6 {s} {d} {} {}\r\n", src.port(), dst.port()),
         };
         h.len = usize::try_from(cur.position()).unwrap_or(0);
@@ -225,7 +227,10 @@ mod tests {
             sa("198.18.1.2:40000"),
             sa("198.18.0.1:25"),
         );
-        assert_eq!(h.as_bytes(), b"PROXY TCP4 198.18.1.2 198.18.0.1 40000 25\r\n");
+        assert_eq!(
+            h.as_bytes(),
+            b"PROXY TCP4 198.18.1.2 198.18.0.1 40000 25\r\n"
+        );
     }
 
     #[test]
@@ -239,7 +244,11 @@ mod tests {
 
     #[test]
     fn v2_tcp4_golden() {
-        let h = Header::v2(Transport::Stream, sa("198.18.1.2:40000"), sa("198.18.0.1:25"));
+        let h = Header::v2(
+            Transport::Stream,
+            sa("198.18.1.2:40000"),
+            sa("198.18.0.1:25"),
+        );
         let want: [u8; 28] = [
             0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, // sig
             0x21, // v2, PROXY
@@ -284,6 +293,9 @@ mod tests {
         let h = Header::v2(Transport::Stream, sa("198.18.1.2:1"), sa("[2001:db8::1]:2"));
         let b = h.as_bytes();
         assert_eq!(b[V2_OFF_FAM], V2_FAM_TCP6);
-        assert_eq!(&b[16..32], &"::ffff:198.18.1.2".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &b[16..32],
+            &"::ffff:198.18.1.2".parse::<Ipv6Addr>().unwrap().octets()
+        );
     }
 }

@@ -142,7 +142,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 }
 
 fn domain(a: SocketAddr) -> Domain {
-    if a.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 }
+    if a.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    }
 }
 
 /// Options common to listeners and upstream sockets (relayd `relay_socket`).
@@ -210,7 +214,8 @@ enum ConnectError {
 fn connect(plan: &Plan, backend: &Backend, client: SocketAddr) -> Result<TcpStream, ConnectError> {
     let addr = backend.addr;
     let v4 = addr.is_ipv4();
-    let s = Socket::new(domain(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|_| ConnectError::Io)?;
+    let s = Socket::new(domain(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|_| ConnectError::Io)?;
     let setup = || -> io::Result<()> {
         s.set_nonblocking(true)?;
         s.set_tcp_nodelay(plan.tcp.nodelay)?;
@@ -515,7 +520,13 @@ impl Worker {
             let now = Instant::now();
             let again = std::mem::take(&mut self.again);
             for (slot, id, up) in again {
-                if self.sessions.get(slot).and_then(|s| s.as_ref()).map(|s| s.id) == Some(id) {
+                if self
+                    .sessions
+                    .get(slot)
+                    .and_then(|s| s.as_ref())
+                    .map(|s| s.id)
+                    == Some(id)
+                {
                     self.pump_dir(slot, up, now);
                 }
             }
@@ -564,7 +575,11 @@ impl Worker {
         match t & KIND_MASK {
             KIND_LISTENER => {
                 let li = idx.wrapping_sub(1);
-                match self.listeners.get(li).map(|l| matches!(l.sock, ListenSock::Udp(_))) {
+                match self
+                    .listeners
+                    .get(li)
+                    .map(|l| matches!(l.sock, ListenSock::Udp(_)))
+                {
                     Some(true) => self.dns_queries(li, now),
                     Some(false) => self.accept(li, now),
                     None => {}
@@ -818,11 +833,8 @@ impl Worker {
                 self.pump_dir(slot, true, now);
                 self.pump_dir(slot, false, now);
             }
-            Some(false) => {
-                if self.retry(slot) {
-                    self.start_connect(slot);
-                }
-            }
+            Some(false) if self.retry(slot) => self.start_connect(slot),
+            Some(false) => {}
         }
     }
 
@@ -845,13 +857,37 @@ impl Worker {
             if s.up.shut {
                 return;
             }
-            pump(&mut s.up, &s.client, server, use_splice, &mut self.pool, &mut moved)
+            pump(
+                &mut s.up,
+                &s.client,
+                server,
+                use_splice,
+                &mut self.pool,
+                &mut moved,
+            )
         } else {
             if s.down.shut {
                 return;
             }
-            pump(&mut s.down, server, &s.client, use_splice, &mut self.pool, &mut moved)
+            pump(
+                &mut s.down,
+                server,
+                &s.client,
+                use_splice,
+                &mut self.pool,
+                &mut moved,
+            )
         };
+        // An empty pipe goes back to the pool while the direction waits: an idle session
+        // holds no pipe (two descriptors and up to 1 MiB of kernel buffer each).
+        let d = if up { &mut s.up } else { &mut s.down };
+        if d.pending == 0
+            && matches!(r, Ok(Pumped::Blocked))
+            && let Some(p) = d.pipe.take()
+            && self.pool.len() < PIPE_POOL
+        {
+            self.pool.push(p);
+        }
         let relay = s.relay;
         let id = s.id;
         let done = s.up.shut && s.down.shut;
@@ -899,10 +935,9 @@ impl Worker {
     fn expire(&mut self, now: Instant) {
         for slot in 0..self.sessions.len() {
             let idle = match self.sessions.get(slot).and_then(|s| s.as_ref()) {
-                Some(s) => self
-                    .relays
-                    .get(s.relay)
-                    .is_some_and(|r| now.saturating_duration_since(s.last) >= r.plan.session_timeout),
+                Some(s) => self.relays.get(s.relay).is_some_and(|r| {
+                    now.saturating_duration_since(s.last) >= r.plan.session_timeout
+                }),
                 None => false,
             };
             if idle {
@@ -961,7 +996,8 @@ impl Worker {
                 flow_hash: 0,
                 states: &[],
             };
-            let (Some(states), Some(Some(d))) = (self.picks.get_mut(relay), self.dns.get_mut(relay))
+            let (Some(states), Some(Some(d))) =
+                (self.picks.get_mut(relay), self.dns.get_mut(relay))
             else {
                 return;
             };
@@ -969,7 +1005,12 @@ impl Worker {
                 shared.add(self.index, Counter::DropNoBackend, 1);
                 continue;
             };
-            let ui = d.offsets.get(f).copied().unwrap_or(usize::MAX).saturating_add(i);
+            let ui = d
+                .offsets
+                .get(f)
+                .copied()
+                .unwrap_or(usize::MAX)
+                .saturating_add(i);
             let retry = view.backend(f, i).map(|b| b.retry).unwrap_or(0);
             let Some(pkt) = self.udp_buf.get_mut(..n) else {
                 continue;

@@ -146,9 +146,9 @@ pub fn ip_minttl(sock: BorrowedFd<'_>) -> io::Result<u8> {
     }
 }
 
-/// Raises the soft RLIMIT_NOFILE to at least `n` (and the hard limit too when privileged).
-/// Returns the soft limit now in force. A relay holding 10,000 sessions needs two sockets and
-/// four pipe ends each.
+/// Raises the soft RLIMIT_NOFILE towards `n`: up to `n` when the hard limit allows it or can be
+/// raised (CAP_SYS_RESOURCE), else up to the hard limit. Returns the soft limit now in force. A
+/// relay holding N sessions needs two sockets each, plus pipes while data is in flight.
 pub fn raise_nofile(n: u64) -> io::Result<u64> {
     let mut cur = libc::rlimit {
         rlim_cur: 0,
@@ -160,17 +160,26 @@ pub fn raise_nofile(n: u64) -> io::Result<u64> {
     }
     let want = n as libc::rlim_t;
     if cur.rlim_cur >= want {
-        return Ok(cur.rlim_cur as u64);
+        return Ok(cur.rlim_cur);
     }
-    let new = libc::rlimit {
+    let raised = libc::rlimit {
         rlim_cur: want,
         rlim_max: cur.rlim_max.max(want),
     };
-    // SAFETY: `new` is a valid rlimit read by the kernel during the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+    // SAFETY: `raised` is a valid rlimit read by the kernel during the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(want);
+    }
+    // Not allowed to raise the hard limit (no CAP_SYS_RESOURCE): take all of it.
+    let capped = libc::rlimit {
+        rlim_cur: cur.rlim_max,
+        rlim_max: cur.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(want as u64)
+    Ok(cur.rlim_max)
 }
 
 #[cfg(test)]
