@@ -308,7 +308,11 @@ fn pump(
                     None => Pipe::new(splice::PIPE_SIZE)?,
                 });
             }
-            d.pipe.as_ref().map(|p| p.capacity()).unwrap_or(0) - d.pending
+            d.pipe
+                .as_ref()
+                .map(|p| p.capacity())
+                .unwrap_or(0)
+                .saturating_sub(d.pending)
         } else if d.pending == 0 {
             d.off = 0;
             if d.buf.is_none() {

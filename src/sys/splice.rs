@@ -5,7 +5,7 @@
 //! no socket-to-socket splice; the equivalent is two splice(2) calls through a pipe per
 //! direction: socket → pipe, pipe → socket. feasibility.md §4 measured this at 7.0 Gbit/s
 //! against 5.8 for a read/write copy on this machine, with 1 MiB pipes (`F_SETPIPE_SZ`) and
-//! `SPLICE_F_MOVE | SPLICE_F_MORE`. Everything here is non-blocking (`O_NONBLOCK` pipe ends,
+//! `SPLICE_F_MOVE | SPLICE_F_MORE` (this module drops `SPLICE_F_MORE`: see [`splice`]). Everything here is non-blocking (`O_NONBLOCK` pipe ends,
 //! `SPLICE_F_NONBLOCK`), so an event loop can drive it.
 //!
 //! Every `unsafe` block has a `SAFETY:` comment; the API is safe: descriptors are borrowed
@@ -78,9 +78,15 @@ impl Pipe {
 }
 
 /// One non-blocking splice(2) of up to `len` bytes from `from` to `to` (one of them a pipe),
-/// with `SPLICE_F_MOVE | SPLICE_F_MORE | SPLICE_F_NONBLOCK`. EINTR is retried.
+/// with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`. EINTR is retried.
+///
+/// No `SPLICE_F_MORE`, although feasibility.md §4 measured bulk throughput with it: towards a
+/// TCP socket it acts as MSG_MORE, and the kernel then holds a short final segment until the
+/// 200 ms cork timer fires (measured here: a 1-byte request/response through the relay took
+/// 200 ms, 5 connections/s). The kernel already sets MSG_MORE itself for every pipe buffer but
+/// the last of one splice call (fs/splice.c `splice_to_socket`), which is all bulk needs.
 pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE | libc::SPLICE_F_NONBLOCK;
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     loop {
         // SAFETY: both descriptors are open for the duration of the call (borrowed); null
         // offsets are what splice(2) requires for pipes and sockets.
