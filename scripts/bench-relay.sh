@@ -88,12 +88,14 @@ backend conn
   server s1 198.18.2.11:7001
 EOF
 
+# HAProxy first: whatever is started after fd 9 opens inherits it and would keep the relay's
+# stdin open (the relay prints its counters at EOF).
+ip netns exec $RL haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+HAPROXY=$!; PIDS+=($HAPROXY)
 mkfifo "$TMP/carpio.in"
 ip netns exec $RL "$BIN" relay "$TMP/carpio.conf" 2 < "$TMP/carpio.in" > "$TMP/carpio.out" &
 CARPIO=$!; PIDS+=($CARPIO)
 exec 9> "$TMP/carpio.in"
-ip netns exec $RL haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
-HAPROXY=$!; PIDS+=($HAPROXY)
 for _ in $(seq 50); do grep -q ready "$TMP/carpio.out" 2>/dev/null && break; sleep 0.1; done
 grep -q ready "$TMP/carpio.out" || { echo "carpio relay did not start" >&2; exit 1; }
 sleep 0.5
@@ -133,5 +135,5 @@ printf '%-28s %-26s %-26s %s\n' "throughput Gbit/s" "$(med ct)" "$(med ht)" "$(r
 printf '%-28s %-26s %-26s %s\n' "connections/s" "$(med cc)" "$(med hc)" "$(ratio cc hc)"
 printf '%-28s %-26s %-26s %s\n' "KiB RSS per idle conn" "${R[cm]}" "${R[hm]}" "$(ratio cm hm)"
 exec 9>&-
-sleep 0.3
-echo "carpio counters:"; sed 's/^/  /' "$TMP/carpio.out" | grep -v ready || true
+for _ in $(seq 30); do kill -0 $CARPIO 2>/dev/null || break; sleep 0.1; done
+echo "carpio counters:"; grep -v ready "$TMP/carpio.out" | sed 's/^/  /' || true

@@ -338,3 +338,45 @@ fn dns_ids_are_remapped_restored_and_timed_out() {
     assert_eq!(h.counter("r", Counter::DnsQuery), 4);
     assert_eq!(h.counter("r", Counter::DnsAnswer), 3);
 }
+
+#[test]
+fn short_replies_are_not_held_back_by_the_splice() {
+    // With SPLICE_F_MORE on the pipe → socket splice, the kernel corks a short final segment
+    // until its 200 ms timer: 20 one-byte round trips would take at least 4 s. Without it they
+    // take milliseconds; the bound leaves a wide margin for a loaded machine.
+    let ip = "127.77.0.10";
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let backend = l.local_addr().unwrap();
+    let port = free_port(ip);
+    let _h = start(&format!(
+        "protocol p {{ tcp {{ nodelay }} }}\n\
+         relay r {{\n listen on {ip} port {port}\n protocol p\n forward to {} port {}\n}}\n",
+        backend.ip(),
+        backend.port()
+    ));
+    let server = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..20 {
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        }
+    });
+    let mut c = connect(format!("{ip}:{port}").parse().unwrap());
+    c.set_nodelay(true).unwrap();
+    let t0 = Instant::now();
+    for i in 0..20u8 {
+        c.write_all(&[i]).unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], i);
+    }
+    let took = t0.elapsed();
+    server.join().unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "20 round trips took {took:?}"
+    );
+}
