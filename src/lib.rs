@@ -13,6 +13,7 @@ pub mod health;
 pub mod lab;
 pub mod pfsync;
 pub mod phy;
+pub mod relay;
 pub mod replay;
 pub mod synth;
 #[allow(unsafe_code)]

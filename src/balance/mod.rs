@@ -82,6 +82,32 @@ impl SchedulerConfig {
     }
 }
 
+/// The scheduler configuration of a table's `mode` in carpio's configuration (relayd's modes
+/// plus `maglev`). A `0x...` or string key is used as relayd uses it: the four words of parse.y's
+/// `hashkey` as SIPHASH_KEY memory on a little-endian host; without a key, one derived from
+/// `context` (the same on every node, see [`Key::derived`]).
+pub fn scheduler_config(mode: crate::config::Mode, context: &str) -> SchedulerConfig {
+    use crate::config::{HashKey, Mode as C};
+    let (m, key) = match mode {
+        C::RoundRobin => (Mode::RoundRobin, None),
+        C::Random => (Mode::Random, None),
+        C::LeastStates => (Mode::LeastStates, None),
+        C::SourceHash(k) => (Mode::SourceHash, Some(k)),
+        C::Loadbalance(k) => (Mode::LoadBalance, Some(k)),
+        C::Hash(k) => (Mode::Hash, Some(k)),
+        C::Maglev => (Mode::Maglev, None),
+    };
+    let mut sc = SchedulerConfig::new(m, context);
+    if let Some(HashKey::Key(words)) = key {
+        let mut b = [0u8; 16];
+        for (dst, w) in b.chunks_exact_mut(4).zip(words.iter()) {
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+        sc.key = Key(b);
+    }
+    sc
+}
+
 /// A host of a table as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {

@@ -21,9 +21,9 @@
 //! hasher (`FastHash`; SipHash would dominate the per-packet cost), then its protocol and port
 //! are matched against the few services of that address.
 
-use crate::balance::{self, Scheduler, SchedulerConfig};
+use crate::balance::{self, Scheduler};
 use crate::carp::Ownership;
-use crate::config::{self, Address, Config, ForwardMode, Mode, Proto};
+use crate::config::{Address, Config, ForwardMode, Proto};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -269,29 +269,6 @@ fn proto_number(p: Proto) -> u8 {
     }
 }
 
-fn scheduler_mode(m: Mode) -> (balance::Mode, Option<balance::Key>) {
-    use crate::balance::Key;
-    let key = |k: config::HashKey| match k {
-        config::HashKey::Random => None,
-        config::HashKey::Key(words) => {
-            let mut b = [0u8; 16];
-            for (i, w) in words.iter().enumerate() {
-                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-            }
-            Some(Key(b))
-        }
-    };
-    match m {
-        Mode::RoundRobin => (balance::Mode::RoundRobin, None),
-        Mode::Random => (balance::Mode::Random, None),
-        Mode::LeastStates => (balance::Mode::LeastStates, None),
-        Mode::SourceHash(k) => (balance::Mode::SourceHash, key(k)),
-        Mode::Loadbalance(k) => (balance::Mode::LoadBalance, key(k)),
-        Mode::Hash(k) => (balance::Mode::Hash, key(k)),
-        Mode::Maglev => (balance::Mode::Maglev, None),
-    }
-}
-
 /// Finds the index `addr` had in `prev`, or a free one.
 fn assign<T: PartialEq + Clone>(
     slots: &mut Vec<Option<T>>,
@@ -446,11 +423,7 @@ impl Snapshot {
                         up,
                     });
                 }
-                let (mode, key) = scheduler_mode(tc.mode);
-                let mut sc = SchedulerConfig::new(mode, &format!("{}/{}", r.name, tc.name));
-                if let Some(k) = key {
-                    sc.key = k;
-                }
+                let mut sc = balance::scheduler_config(tc.mode, &format!("{}/{}", r.name, tc.name));
                 sc.sticky = r.sticky;
                 sc.maglev_size = cfg.global.maglev_table_size;
                 let scheduler = Scheduler::new(sc, sched_hosts)
@@ -587,7 +560,7 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> Config {
-        config::parse_str("t.conf", text, &[]).unwrap_or_else(|e| panic!("{e}"))
+        crate::config::parse_str("t.conf", text, &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const TWO: &str = "table <web> { 198.18.1.1, 198.18.1.2 }\n\

@@ -15,6 +15,7 @@
 //! - [`rawip`]: poll(2) over several sockets, recvmsg(2) with the IPv6 hop limit, link flags
 //!   (carp).
 //! - [`privdrop`]: become the configured `user`, keeping CAP_NET_RAW and CAP_NET_ADMIN.
+//! - [`splice`]: splice(2) through 1 MiB pipes for the TCP relay, IP_MINTTL, RLIMIT_NOFILE.
 
 pub mod afpacket;
 pub mod afxdp;
@@ -27,4 +28,5 @@ pub mod nft;
 pub mod rawip;
 pub mod privdrop;
 pub mod rlimit;
+pub mod splice;
 pub mod xdp;
