@@ -116,6 +116,15 @@ fn snapshots_swapped_under_traffic() {
     let toggled_id = host_id(&c, toggled);
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicU64::new(0));
+    let mut t = Traffic {
+        frames: (0..FLOWS).map(udp_frame).collect(),
+        first: HashMap::new(),
+        current: HashMap::new(),
+        moves: 0,
+        toggled,
+    };
+    // First placements with every host up (the cell's initial snapshot), before any swap.
+    t.round(&mut pipe);
     let swapper = {
         let (cell, stop, swaps, c) = (pipe.cell.clone(), stop.clone(), swaps.clone(), c.clone());
         let base = replay::replay_host_states(&c);
@@ -138,13 +147,6 @@ fn snapshots_swapped_under_traffic() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         })
-    };
-    let mut t = Traffic {
-        frames: (0..FLOWS).map(udp_frame).collect(),
-        first: HashMap::new(),
-        current: HashMap::new(),
-        moves: 0,
-        toggled,
     };
     let mut rounds = 0;
     while rounds < MAX_ROUNDS && (swaps.load(Ordering::Relaxed) < MIN_SWAPS || rounds < 50) {
