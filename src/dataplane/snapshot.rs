@@ -655,6 +655,33 @@ mod tests {
     }
 
     #[test]
+    fn host_up_in_is_per_table_membership_and_state() {
+        let c = cfg(
+            "table <a> { 198.18.1.1, 198.18.1.2 }\ntable <b> { 198.18.1.3 }\n\
+            redirect r { listen on 198.18.0.10 udp port 53\n forward to <a> check icmp\n forward to <b> check icmp }\n",
+        );
+        let id2 = c.table("a:53").unwrap().hosts[1].id;
+        let st = HostStates {
+            down: vec![id2],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&c, &st, Link::default(), None).unwrap();
+        let ix = |a: &str| s.by_host[&a.parse::<IpAddr>().unwrap()];
+        let (_, svc) = s
+            .service_for("198.18.0.10".parse().unwrap(), 17, 53)
+            .unwrap();
+        let (a, b) = (svc.table, svc.backup.unwrap());
+        assert!(s.host_up_in(a, ix("198.18.1.1")));
+        assert!(!s.host_up_in(a, ix("198.18.1.2")), "down");
+        assert!(!s.host_up_in(a, ix("198.18.1.3")), "not a member");
+        assert!(s.host_up_in(b, ix("198.18.1.3")));
+        assert!(!s.host_up_in(a, u16::MAX), "out of range");
+        assert!(!s.host_up_in(99, 0), "no such table");
+        assert_eq!(s.tables[a].up_count(), 1);
+        assert_eq!(s.tables[b].up_count(), 1);
+    }
+
+    #[test]
     fn down_hosts_and_backup_tables() {
         let c = cfg("table <a> { 198.18.1.1 }\ntable <b> { 198.18.1.2 }\n\
             redirect r { listen on 198.18.0.10 udp port 53\n forward to <a> check icmp\n forward to <b> check icmp }\n");
