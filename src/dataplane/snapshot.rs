@@ -107,12 +107,25 @@ pub struct Table {
     pub hosts: Vec<u16>,
     pub scheduler: Scheduler,
     pub disabled: bool,
+    /// Hosts up, counted once at build: the scheduler's view cannot change inside a snapshot,
+    /// and counting per packet cost O(hosts) on every established-flow packet.
+    up: usize,
+    /// By stable host index: is that host a member of this table and up? Makes the
+    /// established-flow liveness check O(1) instead of a linear search of `hosts`.
+    member_up: Vec<bool>,
 }
 
 impl Table {
     /// Number of hosts currently up.
+    #[inline]
     pub fn up_count(&self) -> usize {
-        self.scheduler.hosts().iter().filter(|h| h.up).count()
+        self.up
+    }
+
+    /// Is the host at stable index `i` a member of this table and up?
+    #[inline]
+    pub fn member_up(&self, i: u16) -> bool {
+        self.member_up.get(usize::from(i)).copied().unwrap_or(false)
     }
 }
 
@@ -429,6 +442,14 @@ impl Snapshot {
                 let scheduler = Scheduler::new(sc, sched_hosts)
                     .map_err(|e| BuildError::Scheduler(tc.name.clone(), format!("{e:?}")))?;
                 let disabled = tc.disabled || st.disabled_tables.contains(&tc.name);
+                let up = scheduler.hosts().iter().filter(|h| h.up).count();
+                let most = members.iter().max().map_or(0, |&m| usize::from(m) + 1);
+                let mut member_up = vec![false; most];
+                for (&m, h) in members.iter().zip(scheduler.hosts()) {
+                    if let Some(slot) = member_up.get_mut(usize::from(m)) {
+                        *slot |= h.up;
+                    }
+                }
                 table_index.insert(tname.clone(), tables.len());
                 tidx.push(tables.len());
                 tables.push(Table {
@@ -436,6 +457,8 @@ impl Snapshot {
                     hosts: members,
                     scheduler,
                     disabled,
+                    up,
+                    member_up,
                 });
             }
             let Some(&main) = tidx.first() else { continue };
@@ -508,7 +531,13 @@ impl Snapshot {
     /// The service for a packet to `dst` with `proto` and destination `port`.
     #[inline]
     pub fn service_for(&self, dst: IpAddr, proto: u8, port: u16) -> Option<(u16, &Service)> {
-        let e = self.by_vip.get(&dst)?;
+        self.service_in(self.by_vip.get(&dst)?, proto, port)
+    }
+
+    /// The service of VIP entry `e` for `proto` and destination `port` (for a caller that
+    /// already looked the address up: one map lookup per packet, not two).
+    #[inline]
+    pub fn service_in(&self, e: &VipEntry, proto: u8, port: u16) -> Option<(u16, &Service)> {
         for &si in &e.services {
             if let Some(s) = self.services.get(usize::from(si))
                 && s.matches(proto, port)
@@ -531,14 +560,10 @@ impl Snapshot {
         self.hosts.get(usize::from(i)).and_then(Option::as_ref)
     }
 
-    /// Is host index `i` up in table `t` (by the table's scheduler view)?
+    /// Is host index `i` up in table `t` (by the table's scheduler view)? O(1).
+    #[inline]
     pub fn host_up_in(&self, t: usize, i: u16) -> bool {
-        self.tables.get(t).is_some_and(|tab| {
-            tab.hosts
-                .iter()
-                .position(|&h| h == i)
-                .is_some_and(|pos| tab.scheduler.hosts().get(pos).is_some_and(|h| h.up))
-        })
+        self.tables.get(t).is_some_and(|tab| tab.member_up(i))
     }
 
     /// A copy of this snapshot's index state with a new carp ownership (the carp thread
@@ -600,6 +625,33 @@ mod tests {
         assert!(s2.host(i1).is_none(), "a removed host leaves a hole");
         assert_ne!(s2.by_host[&"198.18.1.3".parse::<IpAddr>().unwrap()], i1);
         assert_eq!(s2.vips, s1.vips);
+    }
+
+    #[test]
+    fn host_up_in_is_per_table_membership_and_state() {
+        let c = cfg(
+            "table <a> { 198.18.1.1, 198.18.1.2 }\ntable <b> { 198.18.1.3 }\n\
+            redirect r { listen on 198.18.0.10 udp port 53\n forward to <a> check icmp\n forward to <b> check icmp }\n",
+        );
+        let id2 = c.table("a:53").unwrap().hosts[1].id;
+        let st = HostStates {
+            down: vec![id2],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&c, &st, Link::default(), None).unwrap();
+        let ix = |a: &str| s.by_host[&a.parse::<IpAddr>().unwrap()];
+        let (_, svc) = s
+            .service_for("198.18.0.10".parse().unwrap(), 17, 53)
+            .unwrap();
+        let (a, b) = (svc.table, svc.backup.unwrap());
+        assert!(s.host_up_in(a, ix("198.18.1.1")));
+        assert!(!s.host_up_in(a, ix("198.18.1.2")), "down");
+        assert!(!s.host_up_in(a, ix("198.18.1.3")), "not a member");
+        assert!(s.host_up_in(b, ix("198.18.1.3")));
+        assert!(!s.host_up_in(a, u16::MAX), "out of range");
+        assert!(!s.host_up_in(99, 0), "no such table");
+        assert_eq!(s.tables[a].up_count(), 1);
+        assert_eq!(s.tables[b].up_count(), 1);
     }
 
     #[test]

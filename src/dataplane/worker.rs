@@ -16,7 +16,7 @@ use super::hash;
 use super::rewrite::{self, Macs};
 use super::snapshot::{Forward, Service, Snapshot, SnapshotCell};
 use super::state::Dir;
-use crate::balance::{PickInput, PickState};
+use crate::balance::{self, PickInput, PickState};
 use crate::carp::balance::Inbound;
 use crate::counters::Counters;
 use crate::phy::{Batch, Packet, Verdict};
@@ -440,7 +440,7 @@ impl Worker {
                 self.count(Stat::DropVipFragment);
                 return Verdict::Drop;
             }
-            let Some((si, svc)) = snap.service_for(meta.dst, meta.proto, meta.dport) else {
+            let Some((si, svc)) = snap.service_in(entry, meta.proto, meta.dport) else {
                 self.count(Stat::PassVipNoService);
                 return Verdict::Pass;
             };
@@ -473,12 +473,15 @@ impl Worker {
     fn pick(&mut self, snap: &Snapshot, meta: &Meta, svc: &Service) -> Option<u16> {
         let (ti, tab) = svc.active_table(&snap.tables)?;
         self.states.clear();
-        let counts = self.table.backend_states();
-        self.states.extend(
-            tab.hosts
-                .iter()
-                .map(|&h| counts.get(usize::from(h)).copied().unwrap_or(0)),
-        );
+        // Only least-states reads the counts: gathering them is O(hosts) per new flow.
+        if tab.scheduler.config().mode == balance::Mode::LeastStates {
+            let counts = self.table.backend_states();
+            self.states.extend(
+                tab.hosts
+                    .iter()
+                    .map(|&h| counts.get(usize::from(h)).copied().unwrap_or(0)),
+            );
+        }
         let input = PickInput {
             client: meta.src,
             client_port: meta.sport,
