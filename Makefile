@@ -18,7 +18,7 @@ lint: deps
 
 # Unit, golden, fixture, simulation and corpus tests (no root needed), then lint.
 unit: deps bpf
-	$(CARGO) test --release --all-targets
+	$(CARGO) test --release --all-targets --no-fail-fast
 
 test: unit lint
 

@@ -45,8 +45,7 @@ use arc_swap::ArcSwap;
 
 use crate::balance::{self, Scheduler, SchedulerConfig};
 use crate::config::model::{
-    Address, Config, ProtocolKind, ProxyProtocol, RelayConfig, RelayTarget,
-    TcpOptions,
+    Address, Config, ProtocolKind, ProxyProtocol, RelayConfig, RelayTarget, TcpOptions,
 };
 use crate::ctl::proto::{Item, Session, Stats};
 
