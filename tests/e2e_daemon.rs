@@ -624,3 +624,63 @@ fn check_mode_exit_codes_and_messages() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// A `carp` block in the daemon's configuration starts a carp shell on the interface:
+/// `carpioctl show carp` lists the vhost, which becomes MASTER alone on the segment (advbase 0:
+/// within a fraction of a second), its virtual address answers ping from the client, and SIGTERM
+/// bows out and removes the macvlan.
+#[test]
+fn carp_block_runs_a_vhost_shown_by_carpioctl() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("carp");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "carp carp0 {{ carpdev lb0, vhid 7, advbase 0, advskew 20, pass \"e2e\", address 198.18.1.77/24 }}\n{}",
+            config("ingress afpacket", &sock)
+        ),
+    )
+    .unwrap();
+    let lab = topology("dcarp", &dir);
+    let mut d = start_daemon(&lab, &conf, &dir);
+    wait_serving(&lab, &d, &sock);
+    let mut shown = String::new();
+    for _ in 0..50 {
+        let o = carpioctl(&sock, &["show", "carp"]);
+        assert!(o.status.success(), "{}", text(&o));
+        shown = text(&o);
+        if shown
+            .lines()
+            .any(|l| l.starts_with("carp0") && l.contains("MASTER"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with("carp0"))
+        .unwrap_or_default()
+        .to_string();
+    let cols: Vec<&str> = row.split('\t').map(str::trim).collect();
+    assert_eq!(cols.get(1).copied(), Some("7"), "{shown}\n{}", d.log());
+    assert_eq!(cols.get(2).copied(), Some("MASTER"), "{shown}\n{}", d.log());
+    let ping = lab
+        .exec("client", &["ping", "-c", "1", "-W", "2", "198.18.1.77"])
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "the virtual address answers: {}",
+        d.log()
+    );
+    let st = d.terminate();
+    assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
+    let links = lab.ip("lb", &["-o", "link", "show"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("carp0"),
+        "macvlan removed at shutdown"
+    );
+}

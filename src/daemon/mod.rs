@@ -183,6 +183,8 @@ struct Daemon {
     last_resolve: Option<Instant>,
     verbose: bool,
     stop: bool,
+    /// carp shells, one per `carp` block (they bow out when dropped).
+    carp: Vec<crate::carp::shell::ShellHandle>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -240,6 +242,15 @@ pub fn run(opts: &Options) -> io::Result<()> {
         let ids = privdrop::lookup(user)?;
         owner = Some((ids.uid, ids.gid));
     }
+    // carp needs raw sockets and the `ip` command for its macvlan: start it before dropping
+    // privileges. It uses kernel raw sockets, so its advertisements reach it with AF_PACKET and
+    // pnet ingress (AF_PACKET does not steal); with AF_XDP the workers' CARP frames are counted
+    // `daemon_control_frames_unclaimed` until the shell takes frames from the control queue.
+    let carp = if cfg.carp.is_empty() {
+        Vec::new()
+    } else {
+        crate::carp::shell::run_from_config(&cfg)?
+    };
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -285,6 +296,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         last_resolve: Some(Instant::now()),
         verbose: opts.verbose > 0,
         stop: false,
+        carp,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -299,7 +311,11 @@ pub fn run(opts: &Options) -> io::Result<()> {
     d.main_loop(&calls_rx, &roles_rx);
     drop(roles);
 
-    // Shutdown: workers first (they hold the sockets), then the XDP programs and nft tables.
+    // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
+    // the sockets), then the XDP programs and nft tables.
+    for h in d.carp.drain(..) {
+        let _ = h.shutdown();
+    }
     stop_flag.store(true, Ordering::Relaxed);
     for w in d.workers.drain(..) {
         let _ = w.thread.join();
@@ -883,10 +899,16 @@ impl Daemon {
             Show::Sessions => Response::Sessions {
                 sessions: Vec::new(),
             },
-            Show::Carp => Response::Carp {
-                vhosts: Vec::new(),
-                counters: Vec::new(),
-            },
+            Show::Carp => {
+                let mut vhosts = Vec::new();
+                let mut counters = Vec::new();
+                for h in &self.carp {
+                    let st = h.status();
+                    vhosts.extend(st.vhosts);
+                    counters.extend(st.counters);
+                }
+                Response::Carp { vhosts, counters }
+            }
             Show::States => Response::States {
                 states: self.states_list(),
             },
@@ -1138,6 +1160,7 @@ mod tests {
             last_resolve: None,
             verbose: false,
             stop: false,
+            carp: Vec::new(),
         }
     }
 
