@@ -684,3 +684,57 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
         "macvlan removed at shutdown"
     );
 }
+
+/// A `relay` block in the daemon's configuration is served by the relay engine: TCP sessions to
+/// the relay's listen address reach both backends through splice, and `carpioctl show relays`
+/// lists the relay with its session count.
+#[test]
+fn relay_block_is_served_by_the_daemon() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("relay");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}relay \"echorelay\" {{\n    listen on 198.18.1.1 port 7000\n    forward to <echo> port {PORT} check icmp\n}}\n",
+            config("ingress afpacket", &sock)
+        ),
+    )
+    .unwrap();
+    let lab = topology("drelay", &dir);
+    let mut d = start_daemon(&lab, &conf, &dir);
+    wait_serving(&lab, &d, &sock);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let got = lab
+            .run_in("client", || {
+                let a: SocketAddr = "198.18.1.1:7000".parse().ok()?;
+                let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                s.write_all(b"hello\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out.trim().to_string())
+            })
+            .ok()
+            .flatten();
+        seen.insert(got.unwrap_or_else(|| panic!("relay session failed; log:\n{}", d.log())));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["b1", "b2"],
+        "roundrobin over both backends"
+    );
+    let o = carpioctl(&sock, &["show", "relays"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.lines().any(|l| l.contains("\trelay   \techorelay")),
+        "{out}"
+    );
+    assert!(out.contains("total: 8 sessions"), "{out}");
+    let st = d.terminate();
+    assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
+}

@@ -202,7 +202,17 @@ impl XdpSteering {
 
 /// The kernel-side companions of an AF_PACKET interface: the nftables ingress drop.
 pub fn install_drop(table: &str, ifname: &str, st: &Steering) -> io::Result<nft::IngressDrop> {
-    nft::IngressDrop::install_with_sources(None, table, ifname, &st.services, &st.sources, &st.vips)
+    // The interface's own addresses are spared by the return-path drops (see sys::nft).
+    let locals = super::link::interface_addrs(ifname).unwrap_or_default();
+    nft::IngressDrop::install_with_sources(
+        None,
+        table,
+        ifname,
+        &st.services,
+        &st.sources,
+        &st.vips,
+        &locals,
+    )
 }
 
 /// nft table name for an interface: `carpio_` + the name with non-identifier bytes as `_`.

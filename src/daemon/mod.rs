@@ -185,6 +185,8 @@ struct Daemon {
     stop: bool,
     /// carp shells, one per `carp` block (they bow out when dropped).
     carp: Vec<crate::carp::shell::ShellHandle>,
+    /// The layer-7 relays of the configuration (relayd's `relay` blocks).
+    relays: Option<crate::relay::RelayHandle>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -251,6 +253,23 @@ pub fn run(opts: &Options) -> io::Result<()> {
     } else {
         crate::carp::shell::run_from_config(&cfg)?
     };
+    // Relays bind their listeners here, before privileges are dropped (IP_FREEBIND lets them
+    // bind a carp address this node does not hold yet).
+    let relays = if cfg.relays.is_empty() {
+        None
+    } else {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let opts = crate::relay::Options {
+            workers: None,
+            seed,
+        };
+        Some(
+            crate::relay::spawn(&cfg, opts)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        )
+    };
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -297,6 +316,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         verbose: opts.verbose > 0,
         stop: false,
         carp,
+        relays,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -315,6 +335,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
     // the sockets), then the XDP programs and nft tables.
     for h in d.carp.drain(..) {
         let _ = h.shutdown();
+    }
+    if let Some(r) = d.relays.take() {
+        r.stop();
     }
     stop_flag.store(true, Ordering::Relaxed);
     for w in d.workers.drain(..) {
@@ -897,7 +920,11 @@ impl Daemon {
                 }
             }
             Show::Sessions => Response::Sessions {
-                sessions: Vec::new(),
+                sessions: self
+                    .relays
+                    .as_ref()
+                    .map(|r| r.sessions())
+                    .unwrap_or_default(),
             },
             Show::Carp => {
                 let mut vhosts = Vec::new();
@@ -977,6 +1004,10 @@ impl Daemon {
                     });
                 }
             }
+        }
+        // Then each relay with its statistics (relayd sends relays after redirects).
+        if let Some(r) = &self.relays {
+            items.extend(r.summary());
         }
         items
     }
@@ -1161,6 +1192,7 @@ mod tests {
             verbose: false,
             stop: false,
             carp: Vec::new(),
+            relays: None,
         }
     }
 

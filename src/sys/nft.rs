@@ -50,7 +50,7 @@ pub fn ruleset(
     services: &[Service],
     vips: &[IpAddr],
 ) -> io::Result<String> {
-    ruleset_with_sources(table, ifname, services, &[], vips)
+    ruleset_with_sources(table, ifname, services, &[], vips, &[])
 }
 
 /// [`ruleset`] plus drops of the NAT return path: packets *from* each of `sources` (address,
@@ -61,6 +61,7 @@ pub fn ruleset_with_sources(
     services: &[Service],
     sources: &[Service],
     vips: &[IpAddr],
+    locals: &[IpAddr],
 ) -> io::Result<String> {
     check_ident(table)?;
     check_ifname(ifname)?;
@@ -93,8 +94,21 @@ pub fn ruleset_with_sources(
                 (Some(l4), Some((lo, hi))) => format!(" {l4} {dir}port {lo}-{hi}"),
                 _ => String::new(),
             };
+            // A return-path drop spares packets to the balancer's own addresses (`locals`):
+            // those answer the balancer's own connections (relays, health checks) to the same
+            // backend ports, and belong to the kernel.
+            let own: Vec<String> = locals
+                .iter()
+                .filter(|a| a.is_ipv4() == svc.addr.is_ipv4())
+                .map(IpAddr::to_string)
+                .collect();
+            let except = if dir == "s" && !own.is_empty() {
+                format!(" {fam} daddr != {{ {} }}", own.join(", "))
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
-                "    {fam} {dir}addr {} {nh} {}{ports} drop\n",
+                "    {fam} {dir}addr {}{except} {nh} {}{ports} drop\n",
                 svc.addr, svc.proto
             ));
         }
@@ -150,7 +164,7 @@ impl IngressDrop {
         services: &[Service],
         vips: &[IpAddr],
     ) -> io::Result<Self> {
-        Self::install_with_sources(netns, table, ifname, services, &[], vips)
+        Self::install_with_sources(netns, table, ifname, services, &[], vips, &[])
     }
 
     /// [`IngressDrop::install`] with NAT return-path drops (see [`ruleset_with_sources`]).
@@ -161,8 +175,9 @@ impl IngressDrop {
         services: &[Service],
         sources: &[Service],
         vips: &[IpAddr],
+        locals: &[IpAddr],
     ) -> io::Result<Self> {
-        let text = ruleset_with_sources(table, ifname, services, sources, vips)?;
+        let text = ruleset_with_sources(table, ifname, services, sources, vips, locals)?;
         nft(netns, &["-f", "-"], Some(&text))?;
         Ok(Self {
             netns: netns.map(str::to_owned),
@@ -245,7 +260,7 @@ mod tests {
                 ports: Some((25, 26)),
             },
         ];
-        let got = ruleset_with_sources("carpio_lb0", "lb0", &[svc], &sources, &[]).unwrap();
+        let got = ruleset_with_sources("carpio_lb0", "lb0", &[svc], &sources, &[], &[]).unwrap();
         assert_eq!(
             got,
             "table netdev carpio_lb0 {\n  chain ingress {\n    type filter hook ingress device \"lb0\" priority -500; policy accept;\n    ip daddr 198.18.1.100 ip protocol 17 udp dport 53 drop\n    ip saddr 198.18.2.11 ip protocol 17 udp sport 5353 drop\n    ip6 saddr 2001:db8:2::11 meta l4proto 6 tcp sport 25-26 drop\n  }\n}\n"
@@ -257,5 +272,23 @@ mod tests {
         assert!(ruleset("bad name", "lb0", &[], &[]).is_err());
         assert!(ruleset("t", "lb0\"; flush ruleset", &[], &[]).is_err());
         assert!(ruleset("t", "lb0", &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn return_path_drops_spare_the_balancers_own_addresses() {
+        let src = Service {
+            addr: "198.18.2.11".parse().unwrap(),
+            proto: 6,
+            ports: Some((5353, 5353)),
+        };
+        let locals: Vec<IpAddr> = vec![
+            "198.18.2.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        let got = ruleset_with_sources("carpio_lb0", "lb0", &[], &[src], &[], &locals).unwrap();
+        assert!(
+            got.contains("    ip saddr 198.18.2.11 ip daddr != { 198.18.2.1 } ip protocol 6 tcp sport 5353 drop\n"),
+            "{got}"
+        );
     }
 }
