@@ -676,6 +676,15 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
         "the virtual address answers: {}",
         d.log()
     );
+    // The vhost's ownership reached the workers' snapshot (their IP-balancing accept hook).
+    let counters = text(&carpioctl(&sock, &["show", "counters"]));
+    let changes = counters
+        .lines()
+        .find(|l| l.starts_with("daemon_carp_ownership_changes"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(changes >= 1, "{counters}");
     let st = d.terminate();
     assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
     let links = lab.ip("lb", &["-o", "link", "show"]).unwrap();

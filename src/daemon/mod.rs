@@ -75,6 +75,8 @@ crate::named_counters! {
     /// What the parent did (control-plane counters, shown with the workers' by `show counters`).
     pub enum Parent {
         SnapshotBuilds = "daemon_snapshot_builds",
+        /// carp ownership changes published to the workers (IP balancing).
+        CarpOwnership = "daemon_carp_ownership_changes",
         SnapshotBuildFailed = "daemon_snapshot_build_failed",
         Reloads = "daemon_reloads",
         ReloadFailed = "daemon_reload_failed",
@@ -185,6 +187,9 @@ struct Daemon {
     stop: bool,
     /// carp shells, one per `carp` block (they bow out when dropped).
     carp: Vec<crate::carp::shell::ShellHandle>,
+    /// The carp ownership the current snapshot carries (IP balancing accept hook of the
+    /// workers); follows the first carp interface's shell.
+    carp_own: Option<crate::carp::Ownership>,
     /// The layer-7 relays of the configuration (relayd's `relay` blocks).
     relays: Option<crate::relay::RelayHandle>,
 }
@@ -316,6 +321,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         verbose: opts.verbose > 0,
         stop: false,
         carp,
+        carp_own: None,
         relays,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
@@ -654,6 +660,15 @@ impl Daemon {
     /// Periodic work: drain flow events (pfsync hook) and control frames (carp/pfsync hook),
     /// retry unresolved neighbours.
     fn tick(&mut self) {
+        // carp state changes move IP-balancing ownership: publish it to the workers.
+        let own = self.carp.first().map(|h| **h.ownership().load());
+        if own != self.carp_own {
+            self.carp_own = own;
+            self.counters.add(Parent::CarpOwnership.index(), 1);
+            if let Err(e) = self.rebuild() {
+                log(format!("snapshot: {e}"));
+            }
+        }
         while let Some(_frame) = self.control.pop() {
             // Hook: `carp::shell` / pfsync take these once they land.
             self.counters.add(Parent::ControlUnclaimed.index(), 1);
@@ -705,7 +720,8 @@ impl Daemon {
     fn rebuild(&mut self) -> Result<(), String> {
         let prev = self.cell.load_full();
         match Snapshot::build(&self.cfg, &self.states, self.link.clone(), Some(&prev)) {
-            Ok(s) => {
+            Ok(mut s) => {
+                s.carp = self.carp_own;
                 let st = Steering::of(&s);
                 self.cell.store(Arc::new(s));
                 self.counters.add(Parent::SnapshotBuilds.index(), 1);
@@ -1192,6 +1208,7 @@ mod tests {
             verbose: false,
             stop: false,
             carp: Vec::new(),
+            carp_own: None,
             relays: None,
         }
     }
