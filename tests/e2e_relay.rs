@@ -422,10 +422,21 @@ fn large_transfer_is_byte_exact_through_splice_and_copy() {
         assert!(same, "SHA-256 differs through port {port}");
     }
     let bytes = (MIB as u64) << 20;
-    assert_eq!(h.counter("sp", Counter::BytesIn), bytes);
-    assert_eq!(h.counter("cp", Counter::BytesIn), bytes);
-    assert_eq!(h.counter("sp", Counter::BytesOut), 32);
-    assert_eq!(h.counter("cp", Counter::BytesOut), 32);
+    // The relay thread adds a direction's bytes after its splice/write returns, which can be
+    // just after the client has read them: wait (bounded) for the counters to settle.
+    let want = [
+        ("sp", Counter::BytesIn, bytes),
+        ("cp", Counter::BytesIn, bytes),
+        ("sp", Counter::BytesOut, 32),
+        ("cp", Counter::BytesOut, 32),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && want.iter().any(|(r, c, v)| h.counter(r, *c) != *v) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (r, c, v) in want {
+        assert_eq!(h.counter(r, c), v, "{r} {c:?}");
+    }
 }
 
 /// A child process of this test binary, killed (by PID) and reaped on drop.
