@@ -672,6 +672,20 @@ impl Worker {
         }
     }
 
+    /// The live flow owning a return key, with its VIP address (None: not one of ours).
+    #[inline]
+    fn return_flow(
+        &mut self,
+        snap: &Snapshot,
+        rk: &ReturnKey,
+        now: u32,
+    ) -> Option<(flow::Handle, flow::Flow, IpAddr)> {
+        let h = self.table.lookup_return(now, rk)?;
+        let f = self.table.get(h).copied()?;
+        let vip = snap.vips.get(usize::from(f.key().vip)).copied().flatten()?;
+        Some((h, f, vip))
+    }
+
     /// NAT return path: backend:port → client becomes VIP:port → client.
     fn outbound(
         &mut self,
@@ -692,15 +706,7 @@ impl Worker {
             client: hash::addr16(meta.dst),
             client_port: meta.dport,
         };
-        let Some(h) = self.table.lookup_return(now, &rk) else {
-            self.count(Stat::PassNotOurs);
-            return Verdict::Pass;
-        };
-        let Some(f) = self.table.get(h).copied() else {
-            self.count(Stat::PassNotOurs);
-            return Verdict::Pass;
-        };
-        let Some(vip) = snap.vips.get(usize::from(f.key().vip)).copied().flatten() else {
+        let Some((h, f, vip)) = self.return_flow(snap, &rk, now) else {
             self.count(Stat::PassNotOurs);
             return Verdict::Pass;
         };
@@ -805,15 +811,7 @@ impl Worker {
             client: hash::addr16(q.src),
             client_port: q.sport,
         };
-        let Some(h) = self.table.lookup_return(now, &rk) else {
-            self.count(Stat::PassNotOurs);
-            return Verdict::Pass;
-        };
-        let Some(f) = self.table.get(h).copied() else {
-            self.count(Stat::PassNotOurs);
-            return Verdict::Pass;
-        };
-        let Some(vip) = snap.vips.get(usize::from(f.key().vip)).copied().flatten() else {
+        let Some((_, f, vip)) = self.return_flow(snap, &rk, now) else {
             self.count(Stat::PassNotOurs);
             return Verdict::Pass;
         };
