@@ -43,12 +43,13 @@
 //! Health checks, carp, relays and pfsync run as threads started from the configuration with a
 //! small handle and crossbeam channels (see [`Roles`]): they send [`RoleEvent`]s (host up/down)
 //! to the parent, which rebuilds the snapshot and tells `carpioctl monitor` subscribers; CARP
-//! and pfsync frames arrive from the workers on the control queue. Until the health engine
-//! lands every host counts as up.
+//! and pfsync frames arrive from the workers on the control queue. The health engine ([`checks`])
+//! marks hosts down and up; until its first check a host counts as up.
 //!
 //! Nothing here panics on input from the network, a file or a control client: errors are
 //! returned, logged, or answered with `Response::Error`/`Failed`; counters name every reject.
 
+mod checks;
 pub mod ingress;
 pub mod link;
 
@@ -89,6 +90,10 @@ crate::named_counters! {
         HostTransitions = "daemon_host_transitions",
         /// CARP/pfsync frames drained from the workers with no role to take them yet.
         ControlUnclaimed = "daemon_control_frames_unclaimed",
+        /// carp group demotions asked by the health engine (`demote GROUP` tables).
+        Demotions = "daemon_carp_demotions",
+        /// A demotion for a group no carp interface of this node has.
+        DemoteNoGroup = "daemon_demote_no_group",
     }
 }
 
@@ -141,11 +146,11 @@ pub enum RoleEvent {
 }
 
 /// Hook points for the roles other branches build: each is a thread with a handle; events come
-/// back over [`Roles::events`]. Until the health engine lands every host counts as up.
+/// back over [`Roles::events`]. The health engine's updates are drained by the parent itself
+/// ([`checks`]).
 pub struct Roles {
     /// Cloned into each role's thread.
     pub events: Sender<RoleEvent>,
-    // health: Option<health::Engine handle> — sends RoleEvent::Host.
     // carp: Option<carp::shell handle> — ownership into `Snapshot::with_carp`; takes the CARP
     //       frames the workers hand over (`Daemon::control`).
     // relays: Vec<relay::spawn handle>.
@@ -192,6 +197,11 @@ struct Daemon {
     carp_own: Option<crate::carp::Ownership>,
     /// The layer-7 relays of the configuration (relayd's `relay` blocks).
     relays: Option<crate::relay::RelayHandle>,
+    /// The health-check engine (its own thread; see [`checks`]).
+    health: Option<crate::health::Handle>,
+    /// Whether this parent runs health checks at all (false only in unit tests, which must not
+    /// send probes).
+    checking: bool,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -275,6 +285,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
+    // The health engine opens raw ICMP sockets per check: CAP_NET_RAW survives the drop, and
+    // its thread must exist before privileges change (capabilities are per thread).
+    let health = checks::start(&cfg)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -323,6 +336,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
         carp,
         carp_own: None,
         relays,
+        health,
+        checking: true,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -345,6 +360,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
     if let Some(r) = d.relays.take() {
         r.stop();
     }
+    d.health = None;
     stop_flag.store(true, Ordering::Relaxed);
     for w in d.workers.drain(..) {
         let _ = w.thread.join();
@@ -660,6 +676,7 @@ impl Daemon {
     /// Periodic work: drain flow events (pfsync hook) and control frames (carp/pfsync hook),
     /// retry unresolved neighbours.
     fn tick(&mut self) {
+        self.health_tick();
         // carp state changes move IP-balancing ownership: publish it to the workers.
         let own = self.carp.first().map(|h| **h.ownership().load());
         if own != self.carp_own {
@@ -785,7 +802,10 @@ impl Daemon {
             Request::Monitor => Response::Failed {
                 reason: "monitor needs a subscription".into(),
             },
-            Request::Poll => Response::Ok,
+            Request::Poll => {
+                self.health_poll();
+                Response::Ok
+            }
             Request::Log { verbose } => {
                 self.verbose = verbose;
                 Response::Ok
@@ -811,6 +831,15 @@ impl Daemon {
             }
             Ok(cfg) => {
                 let old = std::mem::replace(&mut self.cfg, cfg);
+                if let Err(e) = self.health_reload(&old) {
+                    let new = std::mem::replace(&mut self.cfg, old);
+                    let _ = self.health_reload(&new);
+                    self.counters.add(Parent::ReloadFailed.index(), 1);
+                    log(format!(
+                        "reload failed, keeping the running configuration: {e}"
+                    ));
+                    return Response::Failed { reason: e };
+                }
                 let ifname = self
                     .ifaces
                     .first()
@@ -829,7 +858,8 @@ impl Daemon {
                         Response::Ok
                     }
                     Err(e) => {
-                        self.cfg = old;
+                        let new = std::mem::replace(&mut self.cfg, old);
+                        let _ = self.health_reload(&new);
                         self.counters.add(Parent::ReloadFailed.index(), 1);
                         Response::Failed { reason: e }
                     }
@@ -870,6 +900,7 @@ impl Daemon {
                         config::Address::Name(n) => n.clone(),
                     };
                 }
+                self.health_disable(&ids, &[], !enable);
                 for i in ids {
                     toggle(&mut self.states.disabled_hosts, &i, !enable);
                 }
@@ -888,6 +919,15 @@ impl Daemon {
                 if names.is_empty() {
                     return self.bad_target("table", target);
                 }
+                let tids: Vec<u32> = self
+                    .cfg
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| names.contains(&t.name))
+                    .map(|(i, _)| i as u32 + 1)
+                    .collect();
+                self.health_disable(&[], &tids, !enable);
                 for n in names {
                     toggle(&mut self.states.disabled_tables, &n, !enable);
                 }
@@ -964,6 +1004,7 @@ impl Daemon {
     /// relayd's summary order: each redirect, its stats, its tables with their hosts.
     fn summary(&self) -> Vec<Item> {
         let snap = self.cell.load();
+        let checked = self.health_items();
         let mut items = Vec::new();
         for (ri, r) in self.cfg.redirects.iter().enumerate() {
             let svc = snap.services.iter().find(|s| s.name == r.name);
@@ -1003,7 +1044,7 @@ impl Daemon {
                         config::Address::Ip(ip) => ip.to_string(),
                         config::Address::Name(n) => n.clone(),
                     };
-                    items.push(Item::Host {
+                    let mut row = Item::Host {
                         id: h.id,
                         name,
                         parent: h.parent.unwrap_or(0),
@@ -1017,7 +1058,9 @@ impl Daemon {
                         up_cnt: 0,
                         retry_cnt: 0,
                         error: None,
-                    });
+                    };
+                    Self::merge_health(&mut row, &checked);
+                    items.push(row);
                 }
             }
         }
@@ -1089,6 +1132,7 @@ impl Daemon {
         for c in Parent::ALL {
             out.push((c.name().to_string(), self.counters.get(c.index())));
         }
+        out.extend(self.health_counters());
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
         for i in &self.ifaces {
@@ -1210,6 +1254,8 @@ mod tests {
             carp: Vec::new(),
             carp_own: None,
             relays: None,
+            health: None,
+            checking: false,
         }
     }
 

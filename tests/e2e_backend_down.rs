@@ -1,0 +1,328 @@
+//! The health engine inside the daemon (issue #8): a backend that dies under load stops getting
+//! new flows once its check fails, a table marked `demote GROUP` demotes the carp group while it
+//! is down, `carpioctl show hosts` shows the state and check counts, and the backend returns
+//! when it comes back (root only; a missing tool fails the test).
+//!
+//! ```text
+//!   client 198.18.1.10 ─┐            ┌─ b1 198.18.2.11  (echo "b1", UDP+TCP 5353)
+//!                       ├─ br0 (sw) ─┼─ b2 198.18.2.12  (echo "b2"; killed, then restarted)
+//!   lb (carpio) lb0 ────┘            │
+//!      198.18.1.1/24, 198.18.2.1/24  │
+//! ```
+//!
+//! The client sends each query from a fresh UDP port (a new flow each time) on a connected
+//! socket: an answer names the backend; ECONNREFUSED means the flow went to b2 after its
+//! server died (b2's port unreachable, un-NATed back by carpio); a timeout is also counted
+//! against b2. The figure printed is the time from b2's death to the last flow sent to it
+//! (target: interval × retry + one interval).
+
+mod common;
+
+use carpio::lab::{Lab, VethConfig};
+use common::{Daemon, TempDir, carpioctl, counter, text, wait_for};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "198.18.1.100";
+const PORT: u16 = 5353;
+const PYTHON: &str = "/usr/bin/python3";
+/// Check interval (s) and retry of the configuration below: detection target
+/// = INTERVAL × (RETRY + 1) + INTERVAL... relayd marks a host down after retry+1 failures.
+const INTERVAL: u64 = 1;
+const RETRY: u64 = 0;
+
+const ECHO: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 5353))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 5353))
+t.listen(64)
+def tcp():
+    while True:
+        c, _ = t.accept()
+        c.close()
+threading.Thread(target=tcp, daemon=True).start()
+while True:
+    d, a = u.recvfrom(2048)
+    u.sendto(name, a)
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    B1,
+    B2,
+    Refused,
+    Timeout,
+    Other,
+}
+
+fn config(sock: &Path) -> String {
+    format!(
+        r#"# e2e_backend_down
+control socket "{sock}"
+interval {INTERVAL}
+timeout 300
+group lbgroup
+interface lb0 {{ ingress afpacket }}
+carp carp0 {{ carpdev lb0, vhid 9, advbase 1, pass "e2e", group lbgroup, address 198.18.1.77/24 }}
+table <echo> {{ 198.18.2.11 retry {RETRY}, 198.18.2.12 retry {RETRY} }}
+table <solo> {{ 198.18.2.12 }}
+redirect "echo" {{
+    listen on {VIP} udp port {PORT}
+    forward to <echo> port {PORT} mode roundrobin check tcp
+}}
+redirect "solo" {{
+    listen on 198.18.1.101 udp port {PORT}
+    forward to <solo> port {PORT} check tcp demote lbgroup
+}}
+"#,
+        sock = sock.display()
+    )
+}
+
+fn topology(dir: &TempDir) -> (Lab, String) {
+    let mut lab = Lab::new("hdown").unwrap();
+    for ns in ["sw", "client", "lb", "b1", "b2"] {
+        lab.ns(ns).unwrap();
+    }
+    lab.veth(&VethConfig::new("client", "c0", "sw", "pc"))
+        .unwrap();
+    lab.veth(&VethConfig::new("lb", "lb0", "sw", "pl")).unwrap();
+    lab.veth(&VethConfig::new("b1", "e0", "sw", "p1")).unwrap();
+    lab.veth(&VethConfig::new("b2", "e0", "sw", "p2")).unwrap();
+    lab.bridge("sw", "br0", &["pc", "pl", "p1", "p2"]).unwrap();
+    lab.addr("client", "c0", "198.18.1.10/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.1.1/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.2.1/24").unwrap();
+    lab.addr("b1", "e0", "198.18.2.11/24").unwrap();
+    lab.addr("b2", "e0", "198.18.2.12/24").unwrap();
+    for b in ["b1", "b2"] {
+        lab.ip(b, &["route", "add", "default", "via", "198.18.2.1"])
+            .unwrap();
+        // Every dead-port query gets its port unreachable (no ICMP rate limit).
+        lab.exec(b, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
+            .unwrap();
+    }
+    // Software checksums on the senders (see tests/e2e_daemon.rs: veth CHECKSUM_PARTIAL).
+    for (ns, ifname) in [("client", "c0"), ("b1", "e0"), ("b2", "e0")] {
+        lab.exec(ns, &["ethtool", "-K", ifname, "tx", "off"])
+            .unwrap();
+    }
+    lab.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .unwrap();
+    let script = dir.path("echo.py");
+    std::fs::write(&script, ECHO).unwrap();
+    let s = script.to_string_lossy().into_owned();
+    lab.spawn("b1", &[PYTHON, &s, "b1"]).unwrap();
+    (lab, s)
+}
+
+/// One query from a fresh port.
+fn query(vip: SocketAddr) -> Outcome {
+    let Ok(s) = UdpSocket::bind("198.18.1.10:0") else {
+        return Outcome::Other;
+    };
+    if s.set_read_timeout(Some(Duration::from_millis(300)))
+        .is_err()
+        || s.connect(vip).is_err()
+    {
+        return Outcome::Other;
+    }
+    if s.send(b"q").is_err() {
+        return Outcome::Other;
+    }
+    let mut buf = [0u8; 16];
+    match s.recv(&mut buf) {
+        Ok(n) if &buf[..n] == b"b1" => Outcome::B1,
+        Ok(n) if &buf[..n] == b"b2" => Outcome::B2,
+        Ok(_) => Outcome::Other,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Outcome::Timeout
+        }
+        Err(_) => Outcome::Other,
+    }
+}
+
+/// Queries until `stop` (at most `limit`), each with its time since `t0`.
+fn load(lab: &Lab, stop: &AtomicBool, limit: Duration) -> Vec<(Duration, Outcome)> {
+    let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    lab.run_in("client", || {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) && t0.elapsed() < limit {
+            let o = query(vip);
+            out.push((t0.elapsed(), o));
+        }
+        out
+    })
+    .unwrap()
+}
+
+/// The status column of host `addr` in `carpioctl show hosts`.
+fn host_status(sock: &Path, addr: &str) -> Option<String> {
+    let shown = text(&carpioctl(sock, &["show", "hosts"]));
+    shown
+        .lines()
+        .find(|l| l.contains("host") && l.contains(addr))
+        .and_then(|l| l.split('\t').map(str::trim).nth(4).map(str::to_string))
+}
+
+fn demote_column(sock: &Path) -> Option<u32> {
+    let shown = text(&carpioctl(sock, &["show", "carp"]));
+    let row = shown.lines().find(|l| l.starts_with("carp0"))?;
+    row.split('\t').map(str::trim).nth(5)?.parse().ok()
+}
+
+#[test]
+fn dead_backend_gets_no_new_flows_after_detection_and_returns() {
+    common::require_root_and("e2e_backend_down", &["ip", "ethtool", PYTHON]);
+    let dir = TempDir::new("hdown");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock)).unwrap();
+    let (mut lab, script) = topology(&dir);
+    let b2 = lab.spawn("b2", &[PYTHON, &script, "b2"]).unwrap();
+    let d = Daemon::start(&lab.ns_name("lb"), &conf, dir.path("carpio.log"));
+    let ctx = |what: &str| {
+        format!(
+            "{what}\nlog:\n{}\nhosts:\n{}",
+            d.log(),
+            text(&carpioctl(&sock, &["show", "hosts"]))
+        )
+    };
+
+    // Both backends up and checked.
+    let up = wait_for(Duration::from_secs(20), || {
+        let a = host_status(&sock, "198.18.2.11")?;
+        let b = host_status(&sock, "198.18.2.12")?;
+        (a == "up" && b == "up").then_some(())
+    });
+    assert!(up.is_some(), "{}", ctx("hosts never came up"));
+    let shown = text(&carpioctl(&sock, &["show", "hosts"]));
+    assert!(
+        shown.contains("total: ") && shown.contains(" checks"),
+        "show hosts lists check counts as relayctl does:\n{shown}"
+    );
+    assert_eq!(demote_column(&sock), Some(0), "{}", ctx("not demoted"));
+    // Serving through the VIP (ARP for the VIP, backends' MACs resolved).
+    let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    let serving = wait_for(Duration::from_secs(15), || {
+        let o = lab.run_in("client", || query(vip)).ok()?;
+        matches!(o, Outcome::B1 | Outcome::B2).then_some(())
+    });
+    assert!(serving.is_some(), "{}", ctx("never served through the VIP"));
+
+    // Load; b2's server dies 1.5 s in.
+    let stop = AtomicBool::new(false);
+    let mut killed_at = Duration::ZERO;
+    let mut detected_at = Duration::ZERO;
+    let samples = std::thread::scope(|s| {
+        let h = s.spawn(|| load(&lab, &stop, Duration::from_secs(40)));
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(1500));
+        let st = Command::new("kill")
+            .args(["-KILL", &b2.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        killed_at = t0.elapsed();
+        let down = wait_for(Duration::from_secs(15), || {
+            (host_status(&sock, "198.18.2.12")? == "down").then_some(())
+        });
+        detected_at = t0.elapsed();
+        // Three more seconds of load after the parent showed it down.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let samples = h.join().unwrap();
+        assert!(down.is_some(), "{}", ctx("b2 never marked down"));
+        samples
+    });
+    let before: Vec<Outcome> = samples
+        .iter()
+        .filter(|(t, _)| *t < killed_at)
+        .map(|&(_, o)| o)
+        .collect();
+    assert!(
+        before.contains(&Outcome::B1) && before.contains(&Outcome::B2),
+        "both backends served before the kill: {before:?}"
+    );
+    let to_dead: Vec<Duration> = samples
+        .iter()
+        .filter(|(t, o)| *t > killed_at && matches!(o, Outcome::Refused | Outcome::Timeout))
+        .map(|&(t, _)| t)
+        .collect();
+    // The snapshot changes within one parent turn of the transition, and the `show hosts` poll
+    // saw it after the transition: nothing may reach b2 half a second after that.
+    let late: Vec<&(Duration, Outcome)> = samples
+        .iter()
+        .filter(|(t, o)| *t > detected_at + Duration::from_millis(500) && *o != Outcome::B1)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "after detection every new flow goes to b1: {late:?}\n{}",
+        ctx("")
+    );
+    let after = samples
+        .iter()
+        .filter(|(t, _)| *t > detected_at + Duration::from_millis(500))
+        .count();
+    assert!(
+        after >= 10,
+        "load continued after detection ({after} queries)"
+    );
+    let last = to_dead.last().copied().unwrap_or(killed_at);
+    eprintln!(
+        "e2e_backend_down: {} queries; b2 killed at {killed_at:?}; {} flows to the dead backend; \
+         last one {:?} after the kill (target ≤ {} ms); shown down {:?} after the kill",
+        samples.len(),
+        to_dead.len(),
+        last.saturating_sub(killed_at),
+        INTERVAL * 1000 * (RETRY + 1) + INTERVAL * 1000,
+        detected_at.saturating_sub(killed_at)
+    );
+
+    // The <solo> table (b2 only) is down: its carp group is demoted.
+    let demoted = wait_for(Duration::from_secs(10), || {
+        (demote_column(&sock)? >= 1).then_some(())
+    });
+    assert!(demoted.is_some(), "{}", ctx("lbgroup not demoted"));
+    let counters = text(&carpioctl(&sock, &["show", "counters"]));
+    assert!(
+        counter(&counters, "daemon_carp_demotions") >= 1,
+        "{counters}"
+    );
+    assert!(
+        counter(&counters, "daemon_host_transitions") >= 1,
+        "{counters}"
+    );
+
+    // b2 comes back: checked up again, gets flows again, the group is promoted.
+    lab.spawn("b2", &[PYTHON, &script, "b2"]).unwrap();
+    let back = wait_for(Duration::from_secs(20), || {
+        (host_status(&sock, "198.18.2.12")? == "up").then_some(())
+    });
+    assert!(back.is_some(), "{}", ctx("b2 never came back up"));
+    let served = lab
+        .run_in("client", || {
+            (0..200)
+                .map(|_| query(vip))
+                .filter(|o| *o == Outcome::B2)
+                .count()
+        })
+        .unwrap();
+    assert!(served > 0, "{}", ctx("b2 got no flows after it came back"));
+    let promoted = wait_for(Duration::from_secs(10), || {
+        (demote_column(&sock)? == 0).then_some(())
+    });
+    assert!(promoted.is_some(), "{}", ctx("lbgroup still demoted"));
+    drop(d);
+}
