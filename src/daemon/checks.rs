@@ -5,7 +5,8 @@
 //!
 //! - a host transition marks the host down or up in [`HostStates`] and rebuilds the snapshot,
 //!   so the workers stop choosing a dead host for new flows within one parent turn of the
-//!   deciding check (relayd: `hce_notify_done` → IMSG_HOST_STATUS → `pfe_dispatch_hce`);
+//!   deciding check (relayd: `hce_notify_done` → IMSG_HOST_STATUS → `pfe_dispatch_hce`), and
+//!   tells the relays (`relay::RelayHandle::set_host_state`);
 //! - a table marked `demote GROUP` going down (or back up) adjusts that carp group's demotion
 //!   counter on every carp interface (relayd: `carp_demote_set`, spec §6);
 //! - `carpioctl host|table disable|enable` and `poll` are forwarded to the engine, and
@@ -126,6 +127,11 @@ impl Daemon {
                         .unwrap_or_default();
                     if self.verbose || hu.new == State::Down || hu.old == State::Down {
                         log(describe(&hu, &name));
+                    }
+                    // Relays pick their backends themselves (relayd's relay processes get
+                    // the same IMSG_HOST_STATUS as the pfe).
+                    if let (Some(r), State::Up | State::Down) = (&self.relays, hu.new) {
+                        r.set_host_state(hu.id, hu.new == State::Up);
                     }
                     match hu.new {
                         State::Up => self.role_event(RoleEvent::Host {
