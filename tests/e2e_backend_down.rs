@@ -18,8 +18,8 @@
 
 mod common;
 
-use carpio::lab::{Lab, VethConfig};
-use common::{Daemon, TempDir, carpioctl, counter, text, wait_for};
+use carpio::lab::Lab;
+use common::{Daemon, PYTHON, TempDir, carpioctl, counter, text, wait_for};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -29,31 +29,10 @@ use std::time::{Duration, Instant};
 
 const VIP: &str = "198.18.1.100";
 const PORT: u16 = 5353;
-const PYTHON: &str = "/usr/bin/python3";
 /// Check interval (s) and retry of the configuration below: detection target
 /// = INTERVAL × (RETRY + 1) + INTERVAL... relayd marks a host down after retry+1 failures.
 const INTERVAL: u64 = 1;
 const RETRY: u64 = 0;
-
-const ECHO: &str = r#"
-import socket, sys, threading
-name = sys.argv[1].encode()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-u.bind(("0.0.0.0", 5353))
-t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", 5353))
-t.listen(64)
-def tcp():
-    while True:
-        c, _ = t.accept()
-        c.close()
-threading.Thread(target=tcp, daemon=True).start()
-while True:
-    d, a = u.recvfrom(2048)
-    u.sendto(name, a)
-"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -86,43 +65,6 @@ redirect "solo" {{
 "#,
         sock = sock.display()
     )
-}
-
-fn topology(dir: &TempDir) -> (Lab, String) {
-    let mut lab = Lab::new("hdown").unwrap();
-    for ns in ["sw", "client", "lb", "b1", "b2"] {
-        lab.ns(ns).unwrap();
-    }
-    lab.veth(&VethConfig::new("client", "c0", "sw", "pc"))
-        .unwrap();
-    lab.veth(&VethConfig::new("lb", "lb0", "sw", "pl")).unwrap();
-    lab.veth(&VethConfig::new("b1", "e0", "sw", "p1")).unwrap();
-    lab.veth(&VethConfig::new("b2", "e0", "sw", "p2")).unwrap();
-    lab.bridge("sw", "br0", &["pc", "pl", "p1", "p2"]).unwrap();
-    lab.addr("client", "c0", "198.18.1.10/24").unwrap();
-    lab.addr("lb", "lb0", "198.18.1.1/24").unwrap();
-    lab.addr("lb", "lb0", "198.18.2.1/24").unwrap();
-    lab.addr("b1", "e0", "198.18.2.11/24").unwrap();
-    lab.addr("b2", "e0", "198.18.2.12/24").unwrap();
-    for b in ["b1", "b2"] {
-        lab.ip(b, &["route", "add", "default", "via", "198.18.2.1"])
-            .unwrap();
-        // Every dead-port query gets its port unreachable (no ICMP rate limit).
-        lab.exec(b, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
-            .unwrap();
-    }
-    // Software checksums on the senders (see tests/e2e_daemon.rs: veth CHECKSUM_PARTIAL).
-    for (ns, ifname) in [("client", "c0"), ("b1", "e0"), ("b2", "e0")] {
-        lab.exec(ns, &["ethtool", "-K", ifname, "tx", "off"])
-            .unwrap();
-    }
-    lab.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
-        .unwrap();
-    let script = dir.path("echo.py");
-    std::fs::write(&script, ECHO).unwrap();
-    let s = script.to_string_lossy().into_owned();
-    lab.spawn("b1", &[PYTHON, &s, "b1"]).unwrap();
-    (lab, s)
 }
 
 /// One query from a fresh port.
@@ -189,7 +131,8 @@ fn dead_backend_gets_no_new_flows_after_detection_and_returns() {
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
     std::fs::write(&conf, config(&sock)).unwrap();
-    let (mut lab, script) = topology(&dir);
+    let (mut lab, script) = common::echo_lab("hdown", &dir);
+    lab.spawn("b1", &[PYTHON, &script, "b1"]).unwrap();
     let b2 = lab.spawn("b2", &[PYTHON, &script, "b2"]).unwrap();
     let d = Daemon::start(&lab.ns_name("lb"), &conf, dir.path("carpio.log"));
     let ctx = |what: &str| {

@@ -163,3 +163,86 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The backends' server: UDP 5353 answers every datagram with the backend's name; TCP 5353
+/// answers every chunk a client sends with the name, ':' and the chunk, until EOF (a health
+/// check's connect-and-close ends at once).
+pub const ECHO: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 5353))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 5353))
+t.listen(256)
+def serve(c):
+    try:
+        while True:
+            d = c.recv(2048)
+            if not d:
+                break
+            c.sendall(name + b":" + d)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def tcp():
+    while True:
+        c, _ = t.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+threading.Thread(target=tcp, daemon=True).start()
+while True:
+    d, a = u.recvfrom(2048)
+    u.sendto(name, a)
+"#;
+
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// The one-armed NAT lab of the daemon tests, each node in its own namespace:
+///
+/// ```text
+///   client 198.18.1.10 ─┐            ┌─ b1 198.18.2.11  (ECHO "b1", UDP+TCP 5353)
+///                       ├─ br0 (sw) ─┼─ b2 198.18.2.12  (ECHO "b2")
+///   lb (carpio) lb0 ────┘
+///      198.18.1.1/24, 198.18.2.1/24  (forwarding off: carpio forwards)
+/// ```
+///
+/// The backends route through the balancer; senders compute checksums in software (veth hands
+/// locally sent packets over with CHECKSUM_PARTIAL, which a kernel-bypass receiver would see);
+/// no ICMP rate limit on the backends. Returns the lab and the server script's path; the
+/// servers are not started (`lab.spawn(b, &[PYTHON, &script, b])`).
+pub fn echo_lab(tag: &str, dir: &TempDir) -> (carpio::lab::Lab, String) {
+    use carpio::lab::{Lab, VethConfig};
+    let mut lab = Lab::new(tag).unwrap();
+    for ns in ["sw", "client", "lb", "b1", "b2"] {
+        lab.ns(ns).unwrap();
+    }
+    lab.veth(&VethConfig::new("client", "c0", "sw", "pc"))
+        .unwrap();
+    lab.veth(&VethConfig::new("lb", "lb0", "sw", "pl")).unwrap();
+    lab.veth(&VethConfig::new("b1", "e0", "sw", "p1")).unwrap();
+    lab.veth(&VethConfig::new("b2", "e0", "sw", "p2")).unwrap();
+    lab.bridge("sw", "br0", &["pc", "pl", "p1", "p2"]).unwrap();
+    lab.addr("client", "c0", "198.18.1.10/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.1.1/24").unwrap();
+    lab.addr("lb", "lb0", "198.18.2.1/24").unwrap();
+    lab.addr("b1", "e0", "198.18.2.11/24").unwrap();
+    lab.addr("b2", "e0", "198.18.2.12/24").unwrap();
+    for b in ["b1", "b2"] {
+        lab.ip(b, &["route", "add", "default", "via", "198.18.2.1"])
+            .unwrap();
+        lab.exec(b, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
+            .unwrap();
+    }
+    for (ns, ifname) in [("client", "c0"), ("b1", "e0"), ("b2", "e0")] {
+        lab.exec(ns, &["ethtool", "-K", ifname, "tx", "off"])
+            .unwrap();
+    }
+    lab.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .unwrap();
+    let script = dir.path("echo.py");
+    std::fs::write(&script, ECHO).unwrap();
+    (lab, script.to_string_lossy().into_owned())
+}
