@@ -126,6 +126,7 @@ fn demote_column(sock: &Path) -> Option<u32> {
 
 #[test]
 fn dead_backend_gets_no_new_flows_after_detection_and_returns() {
+    let _g = common::serial();
     common::require_root_and("e2e_backend_down", &["ip", "ethtool", PYTHON]);
     let dir = TempDir::new("hdown");
     let sock = dir.path("carpio.sock");
@@ -267,5 +268,78 @@ fn dead_backend_gets_no_new_flows_after_detection_and_returns() {
         (demote_column(&sock)? == 0).then_some(())
     });
     assert!(promoted.is_some(), "{}", ctx("lbgroup still demoted"));
+    drop(d);
+}
+
+/// Backend flapping (issue #11, faults): b2's server dies and comes back every 700 ms for
+/// 8 s under load. The daemon keeps serving through b1 (no query is lost for long), counts the
+/// transitions, and ends with both hosts up and both serving.
+#[test]
+fn a_flapping_backend_never_stops_the_service() {
+    let _g = common::serial();
+    common::require_root_and("e2e_backend_down", &["ip", "ethtool", PYTHON]);
+    let dir = TempDir::new("hflap");
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock)).unwrap();
+    let (mut lab, script) = common::echo_lab("hflap", &dir);
+    lab.spawn("b1", &[PYTHON, &script, "b1"]).unwrap();
+    let mut b2 = lab.spawn("b2", &[PYTHON, &script, "b2"]).unwrap();
+    let d = Daemon::start(&lab.ns_name("lb"), &conf, dir.path("carpio.log"));
+    let ctx = |what: &str| format!("{what}\nlog:\n{}", d.log());
+    let vip: SocketAddr = format!("{VIP}:{PORT}").parse().unwrap();
+    let serving = wait_for(Duration::from_secs(20), || {
+        let both = (host_status(&sock, "198.18.2.11")? == "up")
+            && (host_status(&sock, "198.18.2.12")? == "up");
+        let o = lab.run_in("client", || query(vip)).ok()?;
+        (both && matches!(o, Outcome::B1 | Outcome::B2)).then_some(())
+    });
+    assert!(serving.is_some(), "{}", ctx("never served"));
+
+    let t0 = Instant::now();
+    let mut flaps = 0;
+    let mut longest_gap = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(8) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &b2.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(700));
+        b2 = lab.spawn("b2", &[PYTHON, &script, "b2"]).unwrap();
+        flaps += 1;
+        // Between flaps: some query must be answered within 2 s (b1 always is up).
+        let gap = Instant::now();
+        let answered = wait_for(Duration::from_secs(2), || {
+            let o = lab.run_in("client", || query(vip)).ok()?;
+            matches!(o, Outcome::B1 | Outcome::B2).then_some(())
+        });
+        longest_gap = longest_gap.max(gap.elapsed());
+        assert!(
+            answered.is_some(),
+            "{}",
+            ctx("service stopped while b2 flapped")
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    // Settled: both up and serving again.
+    let settled = wait_for(Duration::from_secs(20), || {
+        (host_status(&sock, "198.18.2.12")? == "up").then_some(())
+    });
+    assert!(settled.is_some(), "{}", ctx("b2 never settled up"));
+    let seen_b2 = lab
+        .run_in("client", || {
+            (0..100)
+                .map(|_| query(vip))
+                .filter(|o| *o == Outcome::B2)
+                .count()
+        })
+        .unwrap();
+    assert!(seen_b2 > 0, "{}", ctx("b2 not used after settling"));
+    let counters = text(&carpioctl(&sock, &["show", "counters"]));
+    let transitions = counter(&counters, "daemon_host_transitions");
+    assert!(transitions >= 2, "{counters}");
+    eprintln!(
+        "e2e_backend_down flapping: {flaps} flaps in 8 s, {transitions} host transitions, \
+         longest wait for an answer {longest_gap:?}"
+    );
     drop(d);
 }

@@ -78,6 +78,7 @@ fn udp_answered(vip: SocketAddr) -> bool {
 
 #[test]
 fn a_full_flow_table_spares_established_flows_and_recovers() {
+    let _g = common::serial();
     common::require_root_and("e2e_overload", &["ip", "ethtool", PYTHON]);
     let dir = TempDir::new("overload");
     let sock = dir.path("carpio.sock");

@@ -246,3 +246,12 @@ pub fn echo_lab(tag: &str, dir: &TempDir) -> (carpio::lab::Lab, String) {
     std::fs::write(&script, ECHO).unwrap();
     (lab, script.to_string_lossy().into_owned())
 }
+
+/// Serialises the network-namespace scenarios of one test binary (the harness runs tests in
+/// parallel threads; the scenarios are run one at a time, as the project's rules ask).
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`SERIAL`] (a panicked holder does not poison the others).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
