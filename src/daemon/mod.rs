@@ -51,6 +51,7 @@
 
 pub mod ingress;
 pub mod link;
+mod route;
 
 use crate::config::{self, Config, Ingress, XdpMode};
 use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
@@ -192,6 +193,8 @@ struct Daemon {
     carp_own: Option<crate::carp::Ownership>,
     /// The layer-7 relays of the configuration (relayd's `relay` blocks).
     relays: Option<crate::relay::RelayHandle>,
+    /// Route health injection through BIRD (`bird` block; [`route`]).
+    route: Option<route::RouteRole>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -275,6 +278,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
+    let route = route::start(&cfg)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -323,6 +327,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         carp,
         carp_own: None,
         relays,
+        route,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -336,6 +341,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
     ));
     d.main_loop(&calls_rx, &roles_rx);
     drop(roles);
+    // Routes are withdrawn first, so the routers stop sending here before anything stops.
+    d.route_shutdown();
 
     // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
     // the sockets), then the XDP programs and nft tables.
@@ -705,6 +712,7 @@ impl Daemon {
                 }
             }
         }
+        self.route_tick();
     }
 
     fn unresolved(&self) -> usize {
@@ -791,7 +799,10 @@ impl Daemon {
                 Response::Ok
             }
             Request::Stop => {
-                self.stop = true;
+                // With route injection, the first `stop` drains (route.rs).
+                if !self.route_drain() {
+                    self.stop = true;
+                }
                 Response::Ok
             }
         }
@@ -1091,6 +1102,7 @@ impl Daemon {
         }
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
+        out.extend(self.route_counters());
         for i in &self.ifaces {
             if let IfaceGuard::Xdp(x) = &i.guard
                 && let Ok(s) = x.prog.stats()
@@ -1210,6 +1222,7 @@ mod tests {
             carp: Vec::new(),
             carp_own: None,
             relays: None,
+            route: None,
         }
     }
 

@@ -1,0 +1,160 @@
+//! The parent's side of route health injection ([`crate::route`]): on every tick it computes
+//! the addresses this node should announce from the current snapshot and the carp demotion,
+//! and hands a changed set to the injector thread ([`crate::route::bird::Handle`]), which writes
+//! BIRD's include file and asks BIRD to reconfigure.
+//!
+//! `stop` (SIGTERM/SIGINT, `carpioctl stop`) drains when the `bird` block has a non-zero
+//! `drain timeout`: the routes are withdrawn at once, the workers keep forwarding what still
+//! arrives, and the daemon stops when [`crate::route::Drain`] says the traffic has gone (or the
+//! timeout passed). A second `stop` during a drain stops at once. At shutdown the routes are
+//! withdrawn (bounded wait) before carp bows out and the workers stop.
+
+use super::{Daemon, log};
+use crate::config::Config;
+use crate::route::{Drain, DrainEnd, Stat, bird};
+use std::collections::BTreeSet;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long shutdown waits for BIRD to accept the withdrawal.
+const SHUTDOWN_WITHDRAW: Duration = Duration::from_secs(5);
+
+/// Worker counters that count packets to a virtual address handled by a flow (a drain's
+/// "traffic still arrives" signal).
+const VIP_PACKETS: [&str; 3] = ["flow_hit", "flow_new", "flow_stateless_table_full"];
+
+/// The route injection role of a running daemon.
+pub(super) struct RouteRole {
+    handle: bird::Handle,
+    drain_timeout: Duration,
+    drain: Option<Drain>,
+    /// The set last handed to the thread.
+    sent: Option<BTreeSet<IpAddr>>,
+    /// Drain starts and ends (the thread counts the rest).
+    counters: crate::counters::Counters<{ Stat::COUNT }>,
+}
+
+/// Starts the injector thread if the configuration has a `bird` block.
+pub(super) fn start(cfg: &Config) -> io::Result<Option<RouteRole>> {
+    let Some(b) = &cfg.bird else {
+        return Ok(None);
+    };
+    let handle = bird::Handle::spawn(PathBuf::from(&b.socket), PathBuf::from(&b.routes))?;
+    log(format!(
+        "route injection through BIRD at {} (routes file {})",
+        b.socket, b.routes
+    ));
+    Ok(Some(RouteRole {
+        handle,
+        drain_timeout: b.drain_timeout,
+        drain: None,
+        sent: None,
+        counters: Default::default(),
+    }))
+}
+
+impl Daemon {
+    /// True while a carp group of this node is demoted (what makes carp masters step down).
+    fn demoted(&self) -> bool {
+        self.carp
+            .iter()
+            .any(|h| h.status().vhosts.iter().any(|v| v.demote > 0))
+    }
+
+    /// Once per tick: hand a changed route set to the thread; end a finished drain.
+    pub(super) fn route_tick(&mut self) {
+        if self.route.is_none() {
+            return;
+        }
+        let draining = self.route.as_ref().is_some_and(|r| r.drain.is_some());
+        let want = if draining {
+            BTreeSet::new()
+        } else {
+            crate::route::desired(&self.cell.load(), self.demoted())
+        };
+        let now = self.epoch.elapsed();
+        let packets = if draining {
+            let c = self.all_counters();
+            c.iter()
+                .filter(|(n, _)| VIP_PACKETS.contains(&n.as_str()))
+                .map(|(_, v)| *v)
+                .sum()
+        } else {
+            0
+        };
+        let flows = self.mirror.len();
+        let Some(r) = self.route.as_mut() else {
+            return;
+        };
+        if r.sent.as_ref() != Some(&want) {
+            if self.verbose {
+                log(format!("route: announcing {want:?}"));
+            }
+            r.handle.want(want.clone());
+            r.sent = Some(want);
+        }
+        let Some(d) = r.drain.as_mut() else {
+            return;
+        };
+        d.handle_traffic(now, packets);
+        let st = r.handle.status();
+        let withdrawn = st.settled && st.announced.is_empty();
+        if let Some(end) = d.poll_done(now, withdrawn, flows) {
+            let (stat, why) = match end {
+                DrainEnd::Quiet => (Stat::DrainQuiet, "traffic has gone"),
+                DrainEnd::Timeout => (Stat::DrainTimeout, "drain timeout"),
+            };
+            r.counters.add(stat.index(), 1);
+            log(format!("drained ({why}): stopping"));
+            self.stop = true;
+        }
+    }
+
+    /// `stop`: starts a drain and returns true, or returns false when the daemon should stop
+    /// now (no route injection, draining off, or already draining).
+    pub(super) fn route_drain(&mut self) -> bool {
+        let now = self.epoch.elapsed();
+        let Some(r) = self.route.as_mut() else {
+            return false;
+        };
+        if r.drain.is_some() || r.drain_timeout.is_zero() {
+            return false;
+        }
+        r.drain = Some(Drain::new(now, r.drain_timeout));
+        r.counters.add(Stat::DrainStarted.index(), 1);
+        log(format!(
+            "draining: routes withdrawn, serving until the traffic has gone (at most {} s)",
+            r.drain_timeout.as_secs()
+        ));
+        self.route_tick();
+        true
+    }
+
+    /// Shutdown: withdraw every route (bounded) and end the thread.
+    pub(super) fn route_shutdown(&mut self) {
+        if let Some(r) = self.route.take() {
+            r.handle.shutdown(SHUTDOWN_WITHDRAW);
+        }
+    }
+
+    /// The role's counters for `show counters` (none without a `bird` block).
+    pub(super) fn route_counters(&self) -> Vec<(String, u64)> {
+        let Some(r) = &self.route else {
+            return Vec::new();
+        };
+        let st = r.handle.status();
+        Stat::ALL
+            .iter()
+            .map(|s| {
+                let thread = st
+                    .counters
+                    .iter()
+                    .find(|c| c.0 == s.name())
+                    .map_or(0, |c| c.1);
+                (s.name().to_string(), thread + r.counters.get(s.index()))
+            })
+            .collect()
+    }
+}
