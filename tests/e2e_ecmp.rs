@@ -21,7 +21,8 @@
 //! 2. kills node 1 (SIGKILL to carpio and its BIRD, by PID): the router withdraws its path,
 //!    node 1's connections continue on the other nodes — lost connections are counted (0);
 //! 3. drains node 2 (`carpioctl stop`: routes withdrawn first, the daemon stops when its
-//!    traffic has gone): lost connections are counted (0), new connections work.
+//!    traffic has gone): lost connections are counted (0), new connections work;
+//! 4. disables node 3's redirect: its route is withdrawn; enabled again, it comes back.
 //!
 //! Figures (convergence and drain times) are printed; they are measured, never asserted.
 
@@ -652,6 +653,33 @@ fn three_nodes_ecmp_kill_one_drain_one() {
     assert!(counter(&nodes[2].sock, "route_announced") >= 1);
 
     let survivors = pinger.finish();
+    // Health injection on the last node: a redirect without an active table is withdrawn
+    // (here disabled by hand; a health-check failure takes the same path), and comes back.
+    let sock3 = &nodes[2].sock;
+    assert!(
+        carpioctl(sock3, &["redirect", "disable", "web"])
+            .status
+            .success()
+    );
+    wait_paths(
+        &lab,
+        0,
+        Duration::from_secs(30),
+        "node 3's redirect disabled",
+    );
+    assert!(
+        carpioctl(sock3, &["redirect", "enable", "web"])
+            .status
+            .success()
+    );
+    wait_paths(
+        &lab,
+        1,
+        Duration::from_secs(30),
+        "node 3's redirect enabled",
+    );
+    assert!(counter(sock3, "route_withdrawn") >= 1);
+    assert_eq!(new_connections(&lab, NEW), NEW, "{}", logs(&nodes));
     assert_eq!(survivors.len() + lost_kill.len() + lost_drain.len(), LONG);
     assert!(lost_kill.is_empty(), "lost on node death: {lost_kill:?}");
     assert!(lost_drain.is_empty(), "lost on drain: {lost_drain:?}");
