@@ -1188,7 +1188,7 @@ mod tests {
         redirect web {\n listen on 198.18.1.100 tcp port 80\n forward to <a> check icmp\n}\n";
 
     /// A daemon without interfaces or workers: the parent's control logic alone.
-    fn daemon(file: &Path) -> Daemon {
+    pub(super) fn daemon(file: &Path) -> Daemon {
         let cfg = config::load(file, &[]).unwrap();
         let mut states = HostStates::default();
         for h in cfg.hosts() {

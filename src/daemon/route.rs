@@ -158,3 +158,124 @@ impl Daemon {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::proto::{Object, Request, Response};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant;
+
+    /// A fake BIRD: greets, takes one command per connection and reconfigures, recording the
+    /// routes file's content at each `configure`.
+    fn fake_bird(sock: &std::path::Path, routes: PathBuf) -> std::sync::mpsc::Receiver<String> {
+        let l = UnixListener::bind(sock).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let _ = c.write_all(b"0001 BIRD 2.0.12 ready.\n");
+                let mut cmd = [0u8; 10];
+                if c.read_exact(&mut cmd).is_err() {
+                    continue;
+                }
+                let file = std::fs::read_to_string(&routes).unwrap_or_default();
+                let _ = c.write_all(b"0002-Reading configuration\n0003 Reconfigured\n");
+                if tx.send(file).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Ticks the daemon until `done` holds (bounded).
+    fn tick_until(d: &mut Daemon, what: &str, done: impl Fn(&Daemon) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(d) {
+            assert!(Instant::now() < deadline, "{what}");
+            d.tick();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn announced(d: &Daemon) -> BTreeSet<IpAddr> {
+        d.route
+            .as_ref()
+            .map(|r| r.handle.status())
+            .filter(|s| s.settled)
+            .map(|s| s.announced)
+            .unwrap_or_default()
+    }
+
+    fn counter(d: &Daemon, name: &str) -> u64 {
+        d.route_counters()
+            .into_iter()
+            .find(|c| c.0 == name)
+            .map_or(0, |c| c.1)
+    }
+
+    #[test]
+    fn announces_withdraws_and_drains() {
+        let dir = std::env::temp_dir().join(format!("carpio-daemon-route-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sock, routes) = (dir.join("bird.ctl"), dir.join("routes.conf"));
+        let seen = fake_bird(&sock, routes.clone());
+        let conf = dir.join("carpio.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bird {{ socket \"{}\", routes \"{}\", drain timeout 60 }}\n\
+                 table <a> {{ 198.18.2.11 }}\n\
+                 redirect web {{\n listen on 198.18.1.100 tcp port 80\n \
+                 route to <a> check tcp interface e0\n}}\n",
+                sock.display(),
+                routes.display()
+            ),
+        )
+        .unwrap();
+        let mut d = super::super::tests::daemon(&conf);
+        d.route = start(&d.cfg).unwrap();
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+
+        tick_until(&mut d, "announce", |d| announced(d).contains(&vip));
+        let file = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(file.contains("route 198.18.1.100/32 blackhole;"), "{file}");
+
+        // The redirect goes down (disabled): withdrawn; back up: announced again.
+        let off = Request::Set {
+            object: Object::Redirect,
+            target: "web".into(),
+            enable: false,
+        };
+        assert_eq!(d.handle(off), Response::Ok);
+        tick_until(&mut d, "withdraw", |d| {
+            d.route.as_ref().is_some_and(|r| r.handle.status().settled) && announced(d).is_empty()
+        });
+        let on = Request::Set {
+            object: Object::Redirect,
+            target: "web".into(),
+            enable: true,
+        };
+        assert_eq!(d.handle(on), Response::Ok);
+        tick_until(&mut d, "announce again", |d| announced(d).contains(&vip));
+
+        // `stop` drains: not stopped yet, routes withdrawn, then (no flows) stopped.
+        assert_eq!(d.handle(Request::Stop), Response::Ok);
+        assert!(!d.stop, "the first stop drains");
+        assert_eq!(counter(&d, "route_drain_started"), 1);
+        tick_until(&mut d, "drain ends", |d| d.stop);
+        assert!(announced(&d).is_empty());
+        assert_eq!(counter(&d, "route_drain_ended_quiet"), 1);
+        assert_eq!(counter(&d, "route_withdrawn"), 2);
+        // A second stop during a drain stops at once.
+        d.stop = false;
+        assert!(!d.route_drain(), "already draining");
+        d.route_shutdown();
+        assert!(d.route.is_none());
+        assert!(d.route_counters().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
