@@ -10,7 +10,7 @@
 //! withdrawn (bounded wait) before carp bows out and the workers stop.
 
 use super::{Daemon, log};
-use crate::config::Config;
+use crate::config::{BirdConfig, Config};
 use crate::route::{Drain, DrainEnd, Stat, bird};
 use std::collections::BTreeSet;
 use std::io;
@@ -34,6 +34,9 @@ pub(super) struct RouteRole {
     sent: Option<BTreeSet<IpAddr>>,
     /// Drain starts and ends (the thread counts the rest).
     counters: crate::counters::Counters<{ Stat::COUNT }>,
+    /// The block the role runs with; a reload that changes it is logged once (restart needed).
+    cfg: BirdConfig,
+    change_logged: bool,
 }
 
 /// Starts the injector thread if the configuration has a `bird` block.
@@ -52,7 +55,20 @@ pub(super) fn start(cfg: &Config) -> io::Result<Option<RouteRole>> {
         drain: None,
         sent: None,
         counters: Default::default(),
+        cfg: b.clone(),
+        change_logged: false,
     }))
+}
+
+/// Same block, wherever it is written (spans differ after a reload).
+fn same_block(a: Option<&BirdConfig>, b: Option<&BirdConfig>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.socket == b.socket && a.routes == b.routes && a.drain_timeout == b.drain_timeout
+        }
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl Daemon {
@@ -85,9 +101,14 @@ impl Daemon {
             0
         };
         let flows = self.mirror.len();
+        let changed = !same_block(self.cfg.bird.as_ref(), self.route.as_ref().map(|r| &r.cfg));
         let Some(r) = self.route.as_mut() else {
             return;
         };
+        if changed && !r.change_logged {
+            r.change_logged = true;
+            log("reload: bird block changes need a restart; kept the running one");
+        }
         if r.sent.as_ref() != Some(&want) {
             if self.verbose {
                 log(format!("route: announcing {want:?}"));
@@ -277,5 +298,29 @@ mod tests {
         assert!(d.route.is_none());
         assert!(d.route_counters().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn block_changes_ignore_positions() {
+        const R: &str = "table <a> { 198.18.2.11 }\n\
+            redirect w {\n listen on 198.18.1.100 tcp port 80\n forward to <a> check tcp\n}\n";
+        let a = crate::config::parse_str("a.conf", &format!("bird {{ routes \"/r\" }}\n{R}"), &[])
+            .unwrap()
+            .bird
+            .unwrap();
+        let text = format!("\n\nbird {{\n routes \"/r\"\n}}\n{R}");
+        let b = crate::config::parse_str("b.conf", &text, &[])
+            .unwrap()
+            .bird
+            .unwrap();
+        assert_ne!(a, b, "different spans");
+        assert!(same_block(Some(&a), Some(&b)));
+        assert!(same_block(None, None));
+        assert!(!same_block(None, Some(&b)));
+        let c = BirdConfig {
+            drain_timeout: Duration::ZERO,
+            ..b.clone()
+        };
+        assert!(!same_block(Some(&c), Some(&b)));
     }
 }
