@@ -15,6 +15,7 @@ pub mod pfsync;
 pub mod phy;
 pub mod relay;
 pub mod replay;
+pub mod route;
 pub mod synth;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -41,6 +41,8 @@ pub struct Config {
     pub routers: Vec<RouterConfig>,
     pub carp: Vec<CarpConfig>,
     pub pfsync: Option<PfsyncConfig>,
+    /// Route health injection through a local BIRD (`bird { ... }`, at most one).
+    pub bird: Option<BirdConfig>,
     /// Warnings of the semantic pass (e.g. unused tables).
     pub warnings: Vec<Diagnostic>,
 }
@@ -613,5 +615,22 @@ pub struct PfsyncConfig {
     /// pfsync.4 `maxupd`, default 128.
     pub maxupd: u8,
     pub defer: bool,
+    pub span: Span,
+}
+
+/// Debian bird2's control socket (`/run/bird/bird.ctl`).
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+/// How long a drain keeps serving the flows that still arrive after the withdrawal.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `bird { socket "PATH", routes "PATH", drain timeout N }`: carpio writes the virtual
+/// addresses it should receive into `routes` (BIRD `protocol static` blocks the operator's
+/// bird.conf includes) and asks BIRD over `socket` to reconfigure (`crate::route`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdConfig {
+    pub socket: String,
+    pub routes: String,
+    /// 0: `stop` does not drain (withdraw and stop at once).
+    pub drain_timeout: Duration,
     pub span: Span,
 }

@@ -110,6 +110,7 @@ pub fn parse(tokens: &[Token]) -> (Parsed, Vec<Diagnostic>) {
                 routers: Vec::new(),
                 carp: Vec::new(),
                 pfsync: None,
+                bird: None,
                 warnings: Vec::new(),
             },
             table_defs: Vec::new(),
@@ -616,6 +617,10 @@ impl<'a> Parser<'a> {
             "pfsync" => {
                 self.bump();
                 self.pfsync(span)?;
+            }
+            "bird" => {
+                self.bump();
+                self.bird(span)?;
             }
             _ => return self.err(format!("syntax error: unknown statement '{w}'")),
         }

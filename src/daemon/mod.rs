@@ -52,6 +52,7 @@
 mod checks;
 pub mod ingress;
 pub mod link;
+mod route;
 
 use crate::config::{self, Config, Ingress, XdpMode};
 use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
@@ -202,6 +203,8 @@ struct Daemon {
     /// Whether this parent runs health checks at all (false only in unit tests, which must not
     /// send probes).
     checking: bool,
+    /// Route health injection through BIRD (`bird` block; [`route`]).
+    route: Option<route::RouteRole>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -288,6 +291,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
     // The health engine opens raw ICMP sockets per check: CAP_NET_RAW survives the drop, and
     // its thread must exist before privileges change (capabilities are per thread).
     let health = checks::start(&cfg)?;
+    let route = route::start(&cfg)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -338,6 +342,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         relays,
         health,
         checking: true,
+        route,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -351,6 +356,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
     ));
     d.main_loop(&calls_rx, &roles_rx);
     drop(roles);
+    // Routes are withdrawn first, so the routers stop sending here before anything stops.
+    d.route_shutdown();
 
     // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
     // the sockets), then the XDP programs and nft tables.
@@ -722,6 +729,7 @@ impl Daemon {
                 }
             }
         }
+        self.route_tick();
     }
 
     fn unresolved(&self) -> usize {
@@ -811,7 +819,10 @@ impl Daemon {
                 Response::Ok
             }
             Request::Stop => {
-                self.stop = true;
+                // With route injection, the first `stop` drains (route.rs).
+                if !self.route_drain() {
+                    self.stop = true;
+                }
                 Response::Ok
             }
         }
@@ -1135,6 +1146,7 @@ impl Daemon {
         out.extend(self.health_counters());
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
+        out.extend(self.route_counters());
         for i in &self.ifaces {
             if let IfaceGuard::Xdp(x) = &i.guard
                 && let Ok(s) = x.prog.stats()
@@ -1220,7 +1232,7 @@ mod tests {
         redirect web {\n listen on 198.18.1.100 tcp port 80\n forward to <a> check icmp\n}\n";
 
     /// A daemon without interfaces or workers: the parent's control logic alone.
-    fn daemon(file: &Path) -> Daemon {
+    pub(super) fn daemon(file: &Path) -> Daemon {
         let cfg = config::load(file, &[]).unwrap();
         let mut states = HostStates::default();
         for h in cfg.hosts() {
@@ -1256,6 +1268,7 @@ mod tests {
             relays: None,
             health: None,
             checking: false,
+            route: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! carpio's own blocks, in relayd's style (docs/carpio.conf.md): `interface`, `carp`, `pfsync`.
+//! carpio's own blocks, in relayd's style (docs/carpio.conf.md): `interface`, `carp`, `pfsync`,
+//! `bird`.
 //! The carp and pfsync options mirror ifconfig(8)'s (sbin/ifconfig/ifconfig.c `setcarp_*`,
 //! `setpfsync_*`; spec §1.7, §2.1, §3) so an OpenBSD admin can copy them over.
 
@@ -263,5 +264,153 @@ impl Parser<'_> {
         })?;
         self.out.config.pfsync = Some(c);
         Ok(())
+    }
+
+    /// `bird { socket "PATH", routes "PATH", drain timeout N }` (route health injection,
+    /// `crate::route`). `routes` is required: it is the file the operator's bird.conf includes.
+    pub(super) fn bird(&mut self, span: Span) -> R<()> {
+        if self.out.config.bird.is_some() {
+            return Err(Diagnostic::error(
+                &span,
+                Reject::Duplicate,
+                "bird defined twice",
+            ));
+        }
+        let mut c = BirdConfig {
+            socket: DEFAULT_BIRD_SOCKET.to_string(),
+            routes: String::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            span: span.clone(),
+        };
+        let errors_before = self.diags.len();
+        self.block(&mut |p| {
+            if p.eat_kw("socket") {
+                c.socket = p.path("bird socket path")?;
+            } else if p.eat_kw("routes") {
+                c.routes = p.path("routes file path")?;
+            } else if p.eat_kw("drain") {
+                p.expect_kw("timeout")?;
+                // 0 turns draining off; an hour bounds how long `stop` can take.
+                let n = p.num_u32("drain timeout", 0, 3600)?;
+                c.drain_timeout = Duration::from_secs(u64::from(n));
+            } else {
+                return p.err(format!(
+                    "syntax error: unknown bird option {}",
+                    p.tok().describe()
+                ));
+            }
+            Ok(())
+        })?;
+        if c.routes.is_empty() && self.diags.len() == errors_before {
+            self.diags.push(Diagnostic::error(
+                &span,
+                Reject::Syntax,
+                "bird needs routes \"PATH\" (the file bird.conf includes)",
+            ));
+        }
+        self.out.config.bird = Some(c);
+        Ok(())
+    }
+
+    /// A non-empty absolute path (BIRD resolves relative paths against its own directory).
+    fn path(&mut self, what: &str) -> R<String> {
+        let (s, span) = self.string(what)?;
+        if !s.starts_with('/') || s.contains('\n') {
+            return self.range_err(&span, format!("invalid {what} '{s}': must be absolute"));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{self, DEFAULT_BIRD_SOCKET};
+    use std::time::Duration;
+
+    fn errors(text: &str) -> Vec<String> {
+        match config::parse_str("t.conf", text, &[]) {
+            Ok(_) => panic!("should be rejected:\n{text}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    const REDIRECT: &str = "table <t> { 198.18.2.1 }\n\
+        redirect r {\n listen on 198.18.1.1 tcp port 80\n forward to <t> check tcp\n}\n";
+
+    #[test]
+    fn bird_block_ok() {
+        let text = format!(
+            "bird {{\n socket \"/run/b.ctl\"\n routes \"/etc/bird/carpio.conf\"\n drain timeout 5\n}}\n{REDIRECT}"
+        );
+        let c = config::parse_str("t.conf", &text, &[]).unwrap();
+        let b = c.bird.unwrap();
+        assert_eq!(b.socket, "/run/b.ctl");
+        assert_eq!(b.routes, "/etc/bird/carpio.conf");
+        assert_eq!(b.drain_timeout, Duration::from_secs(5));
+        // One line with commas, defaults for the rest; drain timeout 0 turns draining off.
+        let text = format!("bird {{ routes \"/r.conf\", drain timeout 0 }}\n{REDIRECT}");
+        let b = config::parse_str("t.conf", &text, &[])
+            .unwrap()
+            .bird
+            .unwrap();
+        assert_eq!(b.socket, DEFAULT_BIRD_SOCKET);
+        assert_eq!(b.drain_timeout, Duration::ZERO);
+        let text = format!("bird {{ routes \"/r.conf\" }}\n{REDIRECT}");
+        let b = config::parse_str("t.conf", &text, &[])
+            .unwrap()
+            .bird
+            .unwrap();
+        assert_eq!(b.drain_timeout, config::DEFAULT_DRAIN_TIMEOUT);
+        // No bird block: no route injection.
+        assert!(
+            config::parse_str("t.conf", REDIRECT, &[])
+                .unwrap()
+                .bird
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bird_block_errors() {
+        let text = format!(
+            "bird {{ socket \"/s\" }}\n\
+             bird {{ routes \"/r\" }}\n\
+             bird {{ routes \"relative.conf\" }}\n\
+             bird {{ routes \"/r\", drain timeout 3601 }}\n\
+             bird {{ routes \"/r\", announce yes }}\n\
+             bird {{ routes \"/r\", drain 5 }}\n{REDIRECT}"
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "t.conf:1:1: bird needs routes \"PATH\" (the file bird.conf includes)",
+                "t.conf:2:1: bird defined twice",
+                "t.conf:3:1: bird defined twice",
+                "t.conf:4:1: bird defined twice",
+                "t.conf:5:1: bird defined twice",
+                "t.conf:6:1: bird defined twice",
+            ]
+        );
+        for (body, want) in [
+            (
+                "routes \"relative.conf\"",
+                "t.conf:1:15: invalid routes file path 'relative.conf': must be absolute",
+            ),
+            (
+                "routes \"/r\", drain timeout 3601",
+                "t.conf:1:35: invalid drain timeout 3601: must be 0..3600",
+            ),
+            (
+                "routes \"/r\", announce yes",
+                "t.conf:1:21: syntax error: unknown bird option 'announce'",
+            ),
+            (
+                "routes \"/r\", drain 5",
+                "t.conf:1:27: syntax error: expected 'timeout', found '5'",
+            ),
+        ] {
+            let got = errors(&format!("bird {{ {body} }}\n{REDIRECT}"));
+            assert_eq!(got, [want], "{body}");
+        }
     }
 }
