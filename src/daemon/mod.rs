@@ -51,6 +51,7 @@
 
 pub mod ingress;
 pub mod link;
+pub mod sync;
 
 use crate::config::{self, Config, Ingress, XdpMode};
 use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
@@ -192,6 +193,8 @@ struct Daemon {
     carp_own: Option<crate::carp::Ownership>,
     /// The layer-7 relays of the configuration (relayd's `relay` blocks).
     relays: Option<crate::relay::RelayHandle>,
+    /// The pfsync role (`pfsync` block): replicates the workers' flows ([`sync`]).
+    sync: Option<sync::Sync>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -275,6 +278,10 @@ pub fn run(opts: &Options) -> io::Result<()> {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
+    // pfsync's raw socket before privileges are dropped; it drains the workers' events (the
+    // `show states` mirror then reads its tap) and feeds their command queues ([`sync`]).
+    let commands = sync::command_queues(devs.len());
+    let sync = sync::start(&cfg, &events, &commands, &cell, epoch, &carp)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -295,6 +302,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
             dev,
             Some(core % ncpu),
             &shared,
+            sync.as_ref().and_then(|_| commands.get(core).cloned()),
         )?);
     }
 
@@ -311,7 +319,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         steering,
         ifaces,
         workers,
-        events,
+        events: sync.as_ref().map_or(events, sync::Sync::tap),
         control,
         mirror: HashMap::new(),
         monitors: Vec::new(),
@@ -323,6 +331,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         carp,
         carp_own: None,
         relays,
+        sync,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -339,6 +348,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
 
     // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
     // the sockets), then the XDP programs and nft tables.
+    if let Some(s) = d.sync.take() {
+        s.stop(&d.carp);
+    }
     for h in d.carp.drain(..) {
         let _ = h.shutdown();
     }
@@ -668,6 +680,9 @@ impl Daemon {
             if let Err(e) = self.rebuild() {
                 log(format!("snapshot: {e}"));
             }
+        }
+        if let Some(s) = &mut self.sync {
+            s.forward_demotions(&self.carp);
         }
         while let Some(_frame) = self.control.pop() {
             // Hook: `carp::shell` / pfsync take these once they land.
@@ -1091,6 +1106,9 @@ impl Daemon {
         }
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
+        if let Some(s) = &self.sync {
+            s.counters(&mut out);
+        }
         for i in &self.ifaces {
             if let IfaceGuard::Xdp(x) = &i.guard
                 && let Ok(s) = x.prog.stats()
@@ -1210,6 +1228,7 @@ mod tests {
             carp: Vec::new(),
             carp_own: None,
             relays: None,
+            sync: None,
         }
     }
 
