@@ -773,3 +773,152 @@ fn measure_failover_survival() {
         }
     }
 }
+
+/// Active/active with carp `balancing ip`: both nodes take client traffic (each the flows its
+/// vhost owns by the hash of the addresses), and each backend routes its answers through one
+/// node only (b1 via a, b2 via b), so a flow one node created and sent to the other node's
+/// backend is answered through the node that did not create it. Only the replicated state lets
+/// that node un-NAT the answer. The first answer may come before the state (pfsync flushes
+/// within 1 s and carpio does not defer yet): the backend's retransmission then finds it.
+#[test]
+fn active_active_answers_through_the_other_node() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root_and_tools();
+    let dir = TempDir::new("fo-aa");
+    let lab = topology("fo-aa", &dir);
+    // balancing ip sends the client's frames to a multicast MAC: the bridge floods them.
+    lab.ip(
+        "sw",
+        &[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    )
+    .unwrap();
+    for (b, via) in [("b1", "198.18.2.2"), ("b2", "198.18.2.3")] {
+        lab.ip(b, &["route", "replace", "default", "via", via])
+            .unwrap();
+    }
+    // A worker learns a neighbour's MAC from the packets it accepts, so a node un-NATing an
+    // answer for a client whose packets the other node takes has only its default router to
+    // send to: clients behind a router, as in production. Here the client is that router.
+    for n in ["a", "b"] {
+        lab.ip(n, &["route", "add", "default", "via", CLIENT])
+            .unwrap();
+    }
+    // Several client addresses: carp's IP balancing hashes addresses, not ports.
+    let clients: Vec<String> = (20..36).map(|i| format!("198.18.1.{i}")).collect();
+    for c in &clients {
+        lab.addr("client", "c0", &format!("{c}/24")).unwrap();
+    }
+    let mut a = Node::new("a", 0, &dir);
+    let mut b = Node::new("b", 0, &dir);
+    for (n, nodes) in [(&a, "1:0,2:100"), (&b, "1:100,2:0")] {
+        let text = format!(
+            r#"# e2e_failover active/active node {ns}
+control socket "{sock}"
+interface lb0 {{ ingress afpacket }}
+carp carp0 {{ carpdev lb0, carpnodes {nodes}, advbase 1, pass "aa", balancing ip, address {VIP}/24 }}
+pfsync {{ syncdev sy0 }}
+table <echo> {{ 198.18.2.11, 198.18.2.12 }}
+redirect "tcp" {{
+    listen on {VIP} tcp port {TCP_PORT}
+    forward to <echo> mode roundrobin check icmp
+}}
+"#,
+            ns = n.ns,
+            sock = n.sock.display(),
+        );
+        std::fs::write(&n.conf, text).unwrap();
+    }
+    a.start(&lab);
+    b.start(&lab);
+    // Each node is master of one vhost, and both bulk updates are in.
+    let ready = poll(Duration::from_secs(25), || {
+        [&a, &b].iter().all(|n| {
+            n.ctl(&["show", "carp"]).contains("MASTER")
+                && n.counter("pfsync_bulk_done").unwrap_or(0) >= 1
+        })
+    });
+    assert!(ready.is_some(), "both nodes active:\n{}", diag(&[&a, &b]));
+    // balancing ip's lladdr is the multicast 01:00:5e:00:01:<first vhid>, which Linux will
+    // not learn from an ARP reply: the client gets it statically (as e2e_carp does).
+    lab.neigh(
+        "client",
+        "c0",
+        VIP.parse().unwrap(),
+        [0x01, 0x00, 0x5e, 0x00, 0x01, 0x01],
+    )
+    .unwrap();
+    let vip: SocketAddr = format!("{VIP}:{TCP_PORT}").parse().unwrap();
+    // Two connections per client address, in parallel (a connection whose SYN-ACK came
+    // before the state waits for the backend's retransmission).
+    let answers: Vec<Option<String>> = lab
+        .run_in("client", || {
+            std::thread::scope(|sc| {
+                let hs: Vec<_> = clients
+                    .iter()
+                    .flat_map(|c| [c.clone(), c.clone()])
+                    .enumerate()
+                    .map(|(i, c)| {
+                        sc.spawn(move || {
+                            let s = socket2::Socket::new(
+                                socket2::Domain::IPV4,
+                                socket2::Type::STREAM,
+                                None,
+                            )
+                            .ok()?;
+                            let local: SocketAddr = format!("{c}:0").parse().ok()?;
+                            s.bind(&local.into()).ok()?;
+                            s.connect_timeout(&vip.into(), Duration::from_secs(15))
+                                .ok()?;
+                            let t: TcpStream = s.into();
+                            t.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+                            let mut r = BufReader::new(t);
+                            r.get_mut().write_all(format!("aa-{i}\n").as_bytes()).ok()?;
+                            let mut line = String::new();
+                            r.read_line(&mut line).ok()?;
+                            let (name, rest) = line.trim_end().split_once(' ')?;
+                            (rest == format!("aa-{i}")).then(|| name.to_owned())
+                        })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().ok().flatten())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .unwrap();
+    assert!(
+        answers.iter().all(Option::is_some),
+        "every connection answered: {answers:?}\n{}",
+        diag(&[&a, &b])
+    );
+    // Both nodes created flows, and at least one went to the backend behind the other node.
+    let created = |n: &Node| n.counter("flow_insert").unwrap_or(0);
+    assert!(created(&a) >= 1 && created(&b) >= 1, "{}", diag(&[&a, &b]));
+    let crossed = |n: &Node, far: &str| {
+        n.ctl(&["show", "states"])
+            .lines()
+            .any(|l| l.contains(&format!("-> {far}:{TCP_PORT}")))
+    };
+    assert!(
+        crossed(&a, "198.18.2.12") || crossed(&b, "198.18.2.11"),
+        "a flow answered through the other node:\n{}",
+        diag(&[&a, &b])
+    );
+    // Both un-NATed answers (b1's all reach a, b2's all reach b).
+    for n in [&a, &b] {
+        assert!(
+            n.counter("tx_nat_out").unwrap_or(0) >= 1,
+            "{} un-NATs answers:\n{}",
+            n.ns,
+            diag(&[&a, &b])
+        );
+    }
+}
