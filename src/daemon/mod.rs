@@ -348,6 +348,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
 
     // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
     // the sockets), then the XDP programs and nft tables.
+    // pfsync first: it gives back its carp demotion before carp bows out.
     if let Some(s) = d.sync.take() {
         s.stop(&d.carp);
     }
