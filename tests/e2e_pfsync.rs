@@ -132,6 +132,7 @@ fn start(
             commands: commands.clone(),
             snapshot: cell.clone(),
             demote: Some(demote_tx),
+            tap: None,
         },
     )
     .expect("spawn pfsync shell");

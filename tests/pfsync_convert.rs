@@ -322,6 +322,7 @@ fn node(text: &str, st: &HostStates, creatorid: u32, workers: usize) -> Node {
             commands: commands.clone(),
             snapshot: cell.clone(),
             demote: Some(tx),
+            tap: None,
         },
     );
     Node {
@@ -627,4 +628,50 @@ fn peer_clear_removes_every_flow_of_that_creator_from_every_worker() {
         ports.sort();
         assert_eq!(ports, vec![1000, 1001, 1002]);
     }
+}
+
+/// The daemon's `show states` mirror reads the shell's tap: every event the shell takes from
+/// the data plane is copied there; a full tap is counted and replication goes on.
+#[test]
+fn glue_copies_every_event_to_the_tap_and_counts_a_full_one() {
+    let a = node(&conf_a(), &HostStates::default(), 0xa, 1);
+    let tap = Arc::new(ArrayQueue::new(2));
+    let (tx, _rx) = crossbeam::channel::unbounded();
+    let mut glue = Glue::new(
+        ReplicatorConfig::new(0xa),
+        Handles {
+            events: a.events.clone(),
+            commands: a.commands.clone(),
+            snapshot: a.cell.clone(),
+            demote: Some(tx),
+            tap: Some(tap.clone()),
+        },
+    );
+    let snap = a.cell.load_full();
+    let mut t = table(a.events.clone());
+    let (si, _) = snap.service_for(ip("198.18.0.10"), 17, 53).unwrap();
+    for port in [1000, 1001, 1002] {
+        let k = key(&snap, 17, "198.19.0.1", port, "198.18.0.10", 53);
+        let f = NewFlow {
+            service: si,
+            backend: snap.by_host[&ip("198.18.1.3")],
+            backend_port: 53,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: None,
+            origin: Origin::Local,
+        };
+        t.insert(0, &k, &f).unwrap();
+    }
+    assert_eq!(glue.drain_local(Duration::ZERO, 100), 3);
+    assert_eq!(glue.counter(Counter::LocalEvents), 3);
+    assert_eq!(glue.counter(Counter::TapFull), 1);
+    let ports: Vec<u16> = std::iter::from_fn(|| tap.pop())
+        .map(|e| e.flow.key().client_port)
+        .collect();
+    assert_eq!(ports, vec![1000, 1001]);
+    // All three reached the replicator all the same.
+    assert_eq!(glue.replicator.flows().count(), 3);
+    // The unused node's glue stays quiet.
+    assert_eq!(a.glue.counter(Counter::LocalEvents), 0);
 }

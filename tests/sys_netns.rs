@@ -876,7 +876,7 @@ fn xdp_steers_each_kind_by_rule() {
                 0x0800,
                 &ipv4(Ipv4Addr::new(224, 0, 0, 240), 240, 0, &[0; 12]),
             ),
-            Some(XdpStat::RedirectPfsync),
+            Some(XdpStat::PassPfsync),
         ),
         (
             "carp v6",

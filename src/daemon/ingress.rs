@@ -12,7 +12,7 @@
 use crate::counters::Counters;
 use crate::dataplane::flow::Event;
 use crate::dataplane::snapshot::{Forward, Snapshot, SnapshotCell};
-use crate::dataplane::worker::{ControlFrame, Worker, WorkerConfig};
+use crate::dataplane::worker::{Command, ControlFrame, Worker, WorkerConfig};
 use crate::phy::{self, BATCH, Batch, DevDrop, Device};
 use crate::sys::afpacket::PacketDrop;
 use crate::sys::afxdp::XskDrop;
@@ -90,15 +90,17 @@ impl Steering {
         st
     }
 
-    /// The cBPF filter of this steering (CARP and pfsync frames included: the worker hands
-    /// them to the control plane).
+    /// The cBPF filter of this steering (CARP frames included: the worker hands them to the
+    /// control plane). pfsync is left out: AF_PACKET does not steal, so the pfsync shell's raw
+    /// socket already receives every pfsync packet (see `daemon::sync`), and a worker copy
+    /// would only be counted unclaimed.
     pub fn filter(&self) -> Result<Vec<Insn>, cbpf::Error> {
         cbpf::compile(&cbpf::FilterConfig {
             services: self.services.clone(),
             sources: self.sources.clone(),
             vips: self.vips.clone(),
             carp: true,
-            pfsync: true,
+            pfsync: false,
         })
     }
 
@@ -354,12 +356,19 @@ fn handle_cmd(
     }
 }
 
-/// Starts a worker on `dev`, pinned to `cpu` if given.
+/// Commands an idle worker applies per turn at most, in
+/// [`crate::dataplane::worker::COMMANDS_PER_BATCH`] steps: a bulk
+/// update lands in an idle backup's tables at once rather than with its first packets.
+pub const IDLE_COMMAND_ROUNDS: usize = 64;
+
+/// Starts a worker on `dev`, pinned to `cpu` if given, taking the pfsync role's commands
+/// (synced flows) from `commands` if given.
 pub fn spawn_worker(
     cfg: WorkerConfig,
     mut dev: Dev,
     cpu: Option<usize>,
     shared: &Shared,
+    commands: Option<Arc<ArrayQueue<Command>>>,
 ) -> io::Result<WorkerHandle> {
     let core = cfg.core;
     let mut worker = Worker::new(
@@ -369,6 +378,9 @@ pub fn spawn_worker(
         Some(shared.control.clone()),
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
+    if let Some(q) = &commands {
+        worker.set_commands(q.clone());
+    }
     let (tx, rx): (Sender<Cmd>, Receiver<Cmd>) = crossbeam::channel::bounded(16);
     let stop = shared.stop.clone();
     let epoch = shared.epoch;
@@ -409,6 +421,17 @@ pub fn spawn_worker(
                     handle_cmd(cmd, core, &worker, &dev, &devdrops, &st);
                 }
                 if n == 0 {
+                    // An idle worker (a carp backup) applies synced flows now, so they are in
+                    // its table before the first packet after a takeover.
+                    if let Some(q) = &commands {
+                        let now = (epoch.elapsed().as_secs() + 1) as u32;
+                        for _ in 0..IDLE_COMMAND_ROUNDS {
+                            if q.is_empty() {
+                                break;
+                            }
+                            worker.apply_commands(now);
+                        }
+                    }
                     dev.wait(IDLE_WAIT);
                 }
             }

@@ -53,6 +53,7 @@ mod checks;
 pub mod ingress;
 pub mod link;
 mod route;
+pub mod sync;
 
 use crate::config::{self, Config, Ingress, XdpMode};
 use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
@@ -205,6 +206,8 @@ struct Daemon {
     checking: bool,
     /// Route health injection through BIRD (`bird` block; [`route`]).
     route: Option<route::RouteRole>,
+    /// The pfsync role (`pfsync` block): replicates the workers' flows ([`sync`]).
+    sync: Option<sync::Sync>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -292,6 +295,10 @@ pub fn run(opts: &Options) -> io::Result<()> {
     // its thread must exist before privileges change (capabilities are per thread).
     let health = checks::start(&cfg)?;
     let route = route::start(&cfg)?;
+    // pfsync's raw socket before privileges are dropped; it drains the workers' events (the
+    // `show states` mirror then reads its tap) and feeds their command queues ([`sync`]).
+    let commands = sync::command_queues(devs.len());
+    let sync = sync::start(&cfg, &events, &commands, &cell, epoch, &carp)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
@@ -312,6 +319,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
             dev,
             Some(core % ncpu),
             &shared,
+            sync.as_ref().and_then(|_| commands.get(core).cloned()),
         )?);
     }
 
@@ -328,7 +336,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         steering,
         ifaces,
         workers,
-        events,
+        events: sync.as_ref().map_or(events, sync::Sync::tap),
         control,
         mirror: HashMap::new(),
         monitors: Vec::new(),
@@ -343,6 +351,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         health,
         checking: true,
         route,
+        sync,
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -361,6 +370,10 @@ pub fn run(opts: &Options) -> io::Result<()> {
 
     // Shutdown: carp bows out first (a backup takes over at once), then the workers (they hold
     // the sockets), then the XDP programs and nft tables.
+    // pfsync first: it gives back its carp demotion before carp bows out.
+    if let Some(s) = d.sync.take() {
+        s.stop(&d.carp);
+    }
     for h in d.carp.drain(..) {
         let _ = h.shutdown();
     }
@@ -692,6 +705,9 @@ impl Daemon {
             if let Err(e) = self.rebuild() {
                 log(format!("snapshot: {e}"));
             }
+        }
+        if let Some(s) = &mut self.sync {
+            s.forward_demotions(&self.carp);
         }
         while let Some(_frame) = self.control.pop() {
             // Hook: `carp::shell` / pfsync take these once they land.
@@ -1147,6 +1163,9 @@ impl Daemon {
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
         out.extend(self.route_counters());
+        if let Some(s) = &self.sync {
+            s.counters(&mut out);
+        }
         for i in &self.ifaces {
             if let IfaceGuard::Xdp(x) = &i.guard
                 && let Ok(s) = x.prog.stats()
@@ -1269,6 +1288,7 @@ mod tests {
             health: None,
             checking: false,
             route: None,
+            sync: None,
         }
     }
 

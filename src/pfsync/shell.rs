@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  workers ──flow::Event──► ArrayQueue ──► Glue::drain_local ──► Replicator::handle_local
+//!                                             └─► Handles::tap (a copy: `show states`)
 //!                                                                  │ poll_transmit
 //!  raw IPv4 socket, proto 240 ◄──────────── send (TTL 255) ◄───────┘
 //!        │ recv: IPv4 header checked (TTL 255, syncpeer source), payload
@@ -124,6 +125,11 @@ crate::named_counters! {
         /// The sync link came up / went down (`IFF_UP | IFF_RUNNING` on syncdev).
         LinkUp = "link_up",
         LinkDown = "link_down",
+        /// Bytes of pfsync packets sent (IP payload, HMAC trailer included).
+        SentBytes = "shell_sent_bytes",
+        /// A flow event could not be copied to [`Handles::tap`] (full): the daemon's
+        /// `show states` mirror misses it; replication does not.
+        TapFull = "drop_tap_full",
     }
 }
 
@@ -198,6 +204,10 @@ pub struct Handles {
     pub snapshot: Arc<SnapshotCell>,
     /// Where carp demotion deltas go (the carp groups' owner adds them to the pfsync group).
     pub demote: Option<crossbeam::channel::Sender<i32>>,
+    /// Where a copy of every flow event taken from `events` goes (the daemon's `show states`
+    /// mirror), so the data plane's queue has a single consumer; a full tap counts
+    /// `drop_tap_full` and never holds replication back.
+    pub tap: Option<Arc<ArrayQueue<flow::Event>>>,
 }
 
 /// The sans-IO glue between the data plane's queues and the [`Replicator`]: everything the
@@ -261,6 +271,11 @@ impl Glue {
             };
             n += 1;
             self.count(Counter::LocalEvents);
+            if let Some(tap) = &self.handles.tap
+                && tap.push(ev).is_err()
+            {
+                self.counters.add(Counter::TapFull.index(), 1);
+            }
             let Some(creatorid) = self.creators.id_of(ev.flow.id().creator) else {
                 self.count_reject(convert::Reject::UnknownCreator);
                 continue;
@@ -529,6 +544,25 @@ impl ShellHandle {
         load(&self.shared.convert, r.index())
     }
 
+    /// Every counter of the shell, the replicator, the wire parser and the conversion, named
+    /// as in their enums (`show counters` prefixes them).
+    pub fn counter_values(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<(&'static str, u64)> = Vec::new();
+        v.extend(Counter::ALL.iter().map(|c| (c.name(), self.counter(*c))));
+        v.extend(Stat::ALL.iter().map(|s| (s.name(), self.stat(*s))));
+        v.extend(
+            WireReject::ALL
+                .iter()
+                .map(|r| (r.name(), self.wire_reject(*r))),
+        );
+        v.extend(
+            convert::Reject::ALL
+                .iter()
+                .map(|r| (r.name(), self.convert_reject(*r))),
+        );
+        v
+    }
+
     /// Stops the thread and returns how it ended.
     pub fn stop(mut self) -> io::Result<()> {
         self.finish()
@@ -679,7 +713,10 @@ fn run(
                 auth_seal(k, &mut p);
             }
             match sock.send_to(&p, &dest) {
-                Ok(_) => glue.count(Counter::Sent),
+                Ok(n) => {
+                    glue.count(Counter::Sent);
+                    glue.counters.add(Counter::SentBytes.index(), n as u64);
+                }
                 Err(_) => glue.count(Counter::SendError),
             }
         }
@@ -838,6 +875,7 @@ mod tests {
                 commands: commands.clone(),
                 snapshot: Arc::new(SnapshotCell::from_pointee(snap)),
                 demote: None,
+                tap: None,
             },
         );
         let key = |port| Key {

@@ -97,7 +97,7 @@ crate::named_counters! {
         RedirectArp = "xdp_redirect_arp",
         RedirectNd = "xdp_redirect_nd",
         RedirectCarp = "xdp_redirect_carp",
-        RedirectPfsync = "xdp_redirect_pfsync",
+        PassPfsync = "xdp_pass_pfsync",
         RedirectFragment = "xdp_redirect_fragment",
         PassNotIp = "xdp_pass_not_ip",
         PassNoMatch = "xdp_pass_no_match",
