@@ -2,7 +2,9 @@
 //! `show_session_msg`, `print_statistics`, `print_*_status`), plus carpio's own `show carp`,
 //! `show states` and `show counters`.
 
-use super::proto::{CarpVhost, HostState, Item, Session, Show, State, Stats};
+use super::proto::{
+    CarpVhost, HostState, HostTraffic, Item, ServiceTraffic, Session, Show, State, Stats,
+};
 use std::fmt::Write;
 
 /// relayctl's header line for every `show` except `sessions`.
@@ -259,6 +261,35 @@ pub fn states(list: &[State]) -> String {
             duration(u64::from(s.expires_in)),
             s.id,
             s.creator
+        );
+    }
+    out
+}
+
+/// `show traffic`: one line per virtual service, then one per backend host.
+pub fn traffic(services: &[ServiceTraffic], hosts: &[HostTraffic]) -> String {
+    let mut out = format!(
+        "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}\n",
+        "Redirect", "Listen", "Packets", "Bytes", "Flows", "States"
+    );
+    for s in services {
+        let listen = format!("{} {} {}", s.address, s.proto, s.port);
+        let _ = writeln!(
+            out,
+            "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+            s.redirect, listen, s.packets, s.bytes, s.flows, s.states
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+        "Host", "", "Packets", "Bytes", "Flows", "States"
+    );
+    for h in hosts {
+        let _ = writeln!(
+            out,
+            "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+            h.address, "", h.packets, h.bytes, h.flows, h.states
         );
     }
     out

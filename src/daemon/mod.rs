@@ -53,7 +53,7 @@ pub mod ingress;
 pub mod link;
 
 use crate::config::{self, Config, Ingress, XdpMode};
-use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
+use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show};
 use crate::ctl::server::{self, Call};
 use crate::dataplane::flow::{Event, EventKind, Flow};
 use crate::dataplane::snapshot::{HostStates, Link, Snapshot, SnapshotCell};
@@ -192,6 +192,8 @@ struct Daemon {
     carp_own: Option<crate::carp::Ownership>,
     /// The layer-7 relays of the configuration (relayd's `relay` blocks).
     relays: Option<crate::relay::RelayHandle>,
+    /// relayd's per-redirect session statistics, sampled from the workers' traffic figures.
+    stats: crate::metrics::Book,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -276,6 +278,17 @@ pub fn run(opts: &Options) -> io::Result<()> {
         )
     };
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
+    let mut metrics = match &cfg.global.metrics {
+        Some(l) => match &l.addr {
+            config::Address::Ip(ip) => {
+                let m = crate::metrics::serve((*ip, l.port.lo).into(), calls_tx.clone())?;
+                log(format!("metrics on http://{}/metrics", m.addr));
+                Some(m)
+            }
+            config::Address::Name(_) => None,
+        },
+        None => None,
+    };
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
         owner,
@@ -323,6 +336,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         carp,
         carp_own: None,
         relays,
+        stats: Default::default(),
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -361,6 +375,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
         }
     }
     ctl.stop();
+    if let Some(m) = metrics.as_mut() {
+        m.stop();
+    }
     signals.close();
     log("stopped");
     Ok(())
@@ -688,6 +705,11 @@ impl Daemon {
                 }
             }
         }
+        let now = self.epoch.elapsed().as_secs();
+        if self.stats.due(now) && !self.workers.is_empty() {
+            let flows = crate::metrics::flows_per_redirect(&self.traffic().0);
+            self.stats.sample(now, &flows);
+        }
         let due = self
             .last_resolve
             .is_none_or(|t| t.elapsed() >= RESOLVE_EVERY);
@@ -958,6 +980,10 @@ impl Daemon {
             Show::Counters => Response::Counters {
                 counters: self.all_counters(),
             },
+            Show::Traffic => {
+                let (services, hosts) = self.traffic();
+                Response::Traffic { services, hosts }
+            }
         }
     }
 
@@ -965,6 +991,7 @@ impl Daemon {
     fn summary(&self) -> Vec<Item> {
         let snap = self.cell.load();
         let mut items = Vec::new();
+        let flows = crate::metrics::flows_per_redirect(&self.traffic().0);
         for (ri, r) in self.cfg.redirects.iter().enumerate() {
             let svc = snap.services.iter().find(|s| s.name == r.name);
             let disabled = r.disabled || self.states.disabled_redirects.contains(&r.name);
@@ -976,7 +1003,8 @@ impl Daemon {
                 down: active.is_none(),
                 backup: matches!((svc, active), (Some(s), Some((t, _))) if t != s.table),
             });
-            items.push(Item::RedirectStats(Stats::default()));
+            let live = flows.get(&r.name).copied().unwrap_or(0);
+            items.push(Item::RedirectStats(self.stats.stats(&r.name, live)));
             for tname in &r.tables {
                 let Some((ti, tc)) = self
                     .cfg
@@ -1063,6 +1091,93 @@ impl Daemon {
             .collect();
         v.sort_by_key(|s| s.id);
         v
+    }
+
+    /// Every worker's traffic figures summed by service (in the snapshot's order) and by host.
+    fn traffic(&self) -> (Vec<proto::ServiceTraffic>, Vec<proto::HostTraffic>) {
+        use crate::dataplane::worker::{ServiceId, Traffic};
+        let mut replies = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            if w.cmds.send(Cmd::Traffic(tx)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut svcs: Vec<(ServiceId, Traffic)> = Vec::new();
+        let mut hosts: Vec<(IpAddr, Traffic)> = Vec::new();
+        for rx in replies {
+            let Ok(r) = rx.recv_timeout(Duration::from_secs(2)) else {
+                continue;
+            };
+            for (id, t) in r.services {
+                match svcs.iter_mut().find(|s| s.0 == id) {
+                    Some(s) => s.1.merge(&t),
+                    None => svcs.push((id, t)),
+                }
+            }
+            for (a, t) in r.hosts {
+                match hosts.iter_mut().find(|h| h.0 == a) {
+                    Some(h) => h.1.merge(&t),
+                    None => hosts.push((a, t)),
+                }
+            }
+        }
+        // Every configured service and host is listed, with zeros before any worker saw it.
+        let snap = self.cell.load();
+        let services = snap
+            .services
+            .iter()
+            .map(|s| {
+                let t = svcs
+                    .iter()
+                    .find(|(id, _)| {
+                        id.redirect == s.name
+                            && id.vip == s.vip
+                            && id.proto == s.proto
+                            && (id.port_lo, id.port_hi) == (s.port_lo, s.port_hi)
+                    })
+                    .map(|x| x.1)
+                    .unwrap_or_default();
+                proto::ServiceTraffic {
+                    redirect: s.name.clone(),
+                    address: s.vip.to_string(),
+                    proto: match s.proto {
+                        6 => "tcp".into(),
+                        17 => "udp".into(),
+                        p => p.to_string(),
+                    },
+                    port: if s.port_lo == s.port_hi {
+                        s.port_lo.to_string()
+                    } else {
+                        format!("{}:{}", s.port_lo, s.port_hi)
+                    },
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    flows: t.flows,
+                    states: t.states,
+                }
+            })
+            .collect();
+        let hosts = snap
+            .hosts
+            .iter()
+            .flatten()
+            .map(|h| {
+                let t = hosts
+                    .iter()
+                    .find(|x| x.0 == h.addr)
+                    .map(|x| x.1)
+                    .unwrap_or_default();
+                proto::HostTraffic {
+                    address: h.addr.to_string(),
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    flows: t.flows,
+                    states: t.states,
+                }
+            })
+            .collect();
+        (services, hosts)
     }
 
     /// Every worker's counters summed by name, in the first worker's order, then the parent's
@@ -1210,6 +1325,7 @@ mod tests {
             carp: Vec::new(),
             carp_own: None,
             relays: None,
+            stats: Default::default(),
         }
     }
 
