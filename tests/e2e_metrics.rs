@@ -205,6 +205,27 @@ fn metrics_endpoint_and_traffic_figures() {
     assert!(total >= cnt, "{r}");
     assert!(r.contains("last: ") && r.contains("/60s"), "{r}");
 
+    // Logs: brief (INFO) by default; `carpioctl log verbose` shows DEBUG events (a monitor
+    // event of a host disable, with its fields), `log brief` hides them again.
+    assert!(!d.log().contains("DEBUG"), "{}", d.log());
+    let o = carpioctl(&sock, &["log", "verbose"]);
+    assert_eq!(text(&o).trim(), "logging request sent.\ncommand succeeded");
+    assert!(carpioctl(&sock, &["host", "disable", "3"]).status.success());
+    let l = d.log();
+    let ev = l
+        .lines()
+        .find(|x| x.contains("DEBUG") && x.contains("event"))
+        .unwrap_or_else(|| panic!("no debug event in\n{l}"));
+    assert!(
+        ev.contains("kind=\"host\"") && ev.contains("detail=\"disable\""),
+        "{ev}"
+    );
+    assert!(carpioctl(&sock, &["log", "brief"]).status.success());
+    let debug_lines = d.log().matches("DEBUG").count();
+    assert!(carpioctl(&sock, &["host", "enable", "3"]).status.success());
+    assert!(l.contains("INFO") && l.contains("log level verbose"), "{l}");
+    assert_eq!(d.log().matches("DEBUG").count(), debug_lines, "{}", d.log());
+
     // SIGTERM closes the endpoint with the rest.
     let st = d.terminate();
     assert!(st.is_some_and(|s| s.success()), "{}", d.log());

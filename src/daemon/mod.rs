@@ -127,8 +127,20 @@ pub fn check(opts: &Options) -> (i32, String) {
     }
 }
 
+/// The daemon's log line (INFO; see [`crate::logging`]).
 fn log(msg: impl AsRef<str>) {
-    eprintln!("carpio: {}", msg.as_ref());
+    tracing::info!("{}", msg.as_ref());
+}
+
+/// Something wrong that the daemon survives (WARN).
+#[allow(dead_code)]
+fn log_warn(msg: impl AsRef<str>) {
+    tracing::warn!("{}", msg.as_ref());
+}
+
+/// Detail shown with `carpio -v` or after `carpioctl log verbose` (DEBUG).
+fn log_debug(msg: impl AsRef<str>) {
+    tracing::debug!("{}", msg.as_ref());
 }
 
 /// What the other roles (health engine, carp shell, pfsync, relays) tell the parent. They are
@@ -198,6 +210,7 @@ struct Daemon {
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
 pub fn run(opts: &Options) -> io::Result<()> {
+    crate::logging::init(opts.verbose);
     let cfg = config::load(&opts.file, &opts.defines)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     for w in &cfg.warnings {
@@ -624,6 +637,7 @@ impl Daemon {
     /// Sends a `monitor` event to every subscriber; full queues lose the event, closed ones
     /// are forgotten.
     fn notify(&mut self, kind: &str, id: u32, name: &str, detail: &str) {
+        tracing::debug!(kind, id, name, detail, "event");
         if self.monitors.is_empty() {
             return;
         }
@@ -709,6 +723,7 @@ impl Daemon {
         if self.stats.due(now) && !self.workers.is_empty() {
             let flows = crate::metrics::flows_per_redirect(&self.traffic().0);
             self.stats.sample(now, &flows);
+            log_debug(format!("statistics: sampled {} redirect(s)", flows.len()));
         }
         let due = self
             .last_resolve
@@ -810,6 +825,12 @@ impl Daemon {
             Request::Poll => Response::Ok,
             Request::Log { verbose } => {
                 self.verbose = verbose;
+                crate::logging::set_verbose(verbose);
+                log(if verbose {
+                    "log level verbose"
+                } else {
+                    "log level brief"
+                });
                 Response::Ok
             }
             Request::Stop => {
