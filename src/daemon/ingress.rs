@@ -284,8 +284,9 @@ pub enum Cmd {
     Counters(Sender<Vec<(String, u64)>>),
     /// Install a new AF_PACKET filter (after a reload changed the services).
     Filter(Vec<Insn>),
-    /// Reply with the worker's per-service and per-host traffic figures.
-    Traffic(Sender<TrafficReport>),
+    /// Reply with the worker's per-service and per-host traffic figures (with live states
+    /// per service when `true`: a scan of the flow table).
+    Traffic(bool, Sender<TrafficReport>),
 }
 
 /// A running worker thread.
@@ -353,8 +354,8 @@ fn handle_cmd(
         Cmd::Filter(prog) => {
             let _ = dev.set_filter(&prog);
         }
-        Cmd::Traffic(reply) => {
-            let _ = reply.send(worker.traffic());
+        Cmd::Traffic(states, reply) => {
+            let _ = reply.send(worker.traffic(states));
         }
     }
 }

@@ -721,7 +721,7 @@ impl Daemon {
         }
         let now = self.epoch.elapsed().as_secs();
         if self.stats.due(now) && !self.workers.is_empty() {
-            let flows = crate::metrics::flows_per_redirect(&self.traffic().0);
+            let flows = crate::metrics::flows_per_redirect(&self.traffic(false).0);
             self.stats.sample(now, &flows);
             log_debug(format!("statistics: sampled {} redirect(s)", flows.len()));
         }
@@ -1002,7 +1002,7 @@ impl Daemon {
                 counters: self.all_counters(),
             },
             Show::Traffic => {
-                let (services, hosts) = self.traffic();
+                let (services, hosts) = self.traffic(true);
                 Response::Traffic { services, hosts }
             }
         }
@@ -1012,7 +1012,7 @@ impl Daemon {
     fn summary(&self) -> Vec<Item> {
         let snap = self.cell.load();
         let mut items = Vec::new();
-        let flows = crate::metrics::flows_per_redirect(&self.traffic().0);
+        let flows = crate::metrics::flows_per_redirect(&self.traffic(false).0);
         for (ri, r) in self.cfg.redirects.iter().enumerate() {
             let svc = snap.services.iter().find(|s| s.name == r.name);
             let disabled = r.disabled || self.states.disabled_redirects.contains(&r.name);
@@ -1114,13 +1114,14 @@ impl Daemon {
         v
     }
 
-    /// Every worker's traffic figures summed by service (in the snapshot's order) and by host.
-    fn traffic(&self) -> (Vec<proto::ServiceTraffic>, Vec<proto::HostTraffic>) {
+    /// Every worker's traffic figures summed by service (in the snapshot's order) and by host;
+    /// `states`: with each service's live flows (the workers scan their flow tables).
+    fn traffic(&self, states: bool) -> (Vec<proto::ServiceTraffic>, Vec<proto::HostTraffic>) {
         use crate::dataplane::worker::{ServiceId, Traffic};
         let mut replies = Vec::new();
         for w in &self.workers {
             let (tx, rx) = crossbeam::channel::bounded(1);
-            if w.cmds.send(Cmd::Traffic(tx)).is_ok() {
+            if w.cmds.send(Cmd::Traffic(states, tx)).is_ok() {
                 replies.push(rx);
             }
         }

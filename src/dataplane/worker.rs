@@ -402,9 +402,10 @@ impl Worker {
         }
     }
 
-    /// This worker's traffic figures with the flows live now (a scan of the flow table:
-    /// for control-plane queries, never per packet).
-    pub fn traffic(&mut self) -> TrafficReport {
+    /// This worker's traffic figures; with `states`, also the flows live now per service (a
+    /// scan of the whole flow table: for `show traffic` and metrics, never per packet). Hosts'
+    /// live flows are always there (the flow table keeps them per host).
+    pub fn traffic(&mut self, states: bool) -> TrafficReport {
         let snap = self.snap.load_full();
         if snap.generation != self.generation {
             self.on_new_snapshot(&snap);
@@ -417,7 +418,7 @@ impl Worker {
             .collect();
         // By VIP, protocol and port in the snapshot the figures are indexed by (a flow's own
         // service index is positional in the snapshot that created it).
-        {
+        if states {
             for f in self.table.iter() {
                 let k = f.key();
                 let si = snap
@@ -1086,7 +1087,7 @@ mod tests {
         let tx: Vec<&(Verdict, Vec<u8>)> = out.iter().filter(|o| o.0 == Verdict::Tx).collect();
         assert_eq!(tx.len(), 6);
         let in_bytes: u64 = frames[..6].iter().map(|f| f.len() as u64).sum();
-        let r = w.traffic();
+        let r = w.traffic(true);
         assert_eq!(r.services.len(), 1);
         let (id, t) = &r.services[0];
         assert_eq!(id.redirect, "dns");
@@ -1119,6 +1120,11 @@ mod tests {
             sum.merge(t);
         }
         assert_eq!((sum.packets, sum.flows, sum.states), (6, 3, 3));
+        // Without the scan: the same figures, no per-service live count; hosts keep theirs.
+        let quick = w.traffic(false);
+        assert_eq!(quick.services[0].1.states, 0);
+        assert_eq!(quick.services[0].1.flows, 3);
+        assert_eq!(quick.hosts, r.hosts);
 
         // An answer from the backend of client 1 (NAT return path): one more packet for the
         // service and that host, no new flow.
@@ -1127,7 +1133,7 @@ mod tests {
         let answer = udp(b1v4.octets(), 5353, [198, 19, 0, 1], 4000, 40);
         let o = run(&mut w, std::slice::from_ref(&answer), 11);
         assert_eq!(o[0].0, Verdict::Tx);
-        let r2 = w.traffic();
+        let r2 = w.traffic(true);
         assert_eq!(r2.services[0].1.packets, 7);
         assert_eq!(r2.services[0].1.bytes, in_bytes + answer.len() as u64);
         assert_eq!(r2.services[0].1.flows, 3);
@@ -1152,7 +1158,7 @@ mod tests {
             12,
         );
         assert_eq!(o[0].0, Verdict::Tx);
-        let r3 = w.traffic();
+        let r3 = w.traffic(true);
         let dns = r3
             .services
             .iter()
