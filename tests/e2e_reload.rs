@@ -6,7 +6,8 @@
 //! keep answering from the backend it started on (a moved TCP connection would be reset by the
 //! new backend; a moved UDP flow would answer with another name), new flows must reach the new
 //! host, and the added service must be served while it is configured and only then.
-//! Bounded in time; nothing asserts on timing; everything is removed on drop.
+//! Runs over AF_PACKET and over AF_XDP (generic mode), one after the other. Bounded in time;
+//! nothing asserts on timing; everything is removed on drop.
 
 #[path = "support/lab_daemon.rs"]
 mod support;
@@ -24,11 +25,11 @@ use support::*;
 const FLOWS: usize = 8;
 const EXTRA_PORT: u16 = 5355;
 
-fn config(sock: &Path, hosts: &str, extra: bool) -> String {
+fn config(ingress: &str, sock: &Path, hosts: &str, extra: bool) -> String {
     let mut c = format!(
         r#"# e2e_reload
 control socket "{sock}"
-interface lb0 {{ ingress afpacket }}
+interface lb0 {{ {ingress} }}
 table <echo> {{ {hosts} }}
 redirect "echo" {{
     listen on {VIP} udp port {PORT}
@@ -228,17 +229,29 @@ fn fresh_backends(lab: &Lab, port: u16, n: usize) -> BTreeSet<String> {
     (0..n).filter_map(|_| udp_query_to(lab, 0, port)).collect()
 }
 
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
-fn reload_under_traffic_keeps_flows() {
+fn reload_under_traffic_keeps_flows_afpacket() {
+    scenario("rl-p", "ingress afpacket");
+}
+
+#[test]
+fn reload_under_traffic_keeps_flows_afxdp() {
+    scenario("rl-x", "ingress afxdp mode generic");
+}
+
+fn scenario(tag: &str, ingress: &str) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root_and_tools("e2e_reload");
     let started = Instant::now();
-    let dir = TempDir::new("reload");
+    let dir = TempDir::new(tag);
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
     let two = "198.18.2.11, 198.18.2.12";
     let three = "198.18.2.11, 198.18.2.12, 198.18.2.13";
-    std::fs::write(&conf, config(&sock, two, false)).unwrap();
-    let lab = topology("reload", &dir);
+    std::fs::write(&conf, config(ingress, &sock, two, false)).unwrap();
+    let lab = topology(tag, &dir);
     let d = start_daemon(&lab, &conf, &dir);
     wait_serving(&lab, &d, &sock);
 
@@ -257,7 +270,13 @@ fn reload_under_traffic_keeps_flows() {
     assert_eq!(udp_query_to(&lab, 0, EXTRA_PORT), None, "not a service yet");
 
     // 1. A host joins the table: new flows reach it, old ones stay.
-    reload(&sock, &conf, &config(&sock, three, false), true, &d);
+    reload(
+        &sock,
+        &conf,
+        &config(ingress, &sock, three, false),
+        true,
+        &d,
+    );
     traffic.wait_rounds(5);
     let fresh = fresh_backends(&lab, PORT, 12);
     assert!(
@@ -266,7 +285,7 @@ fn reload_under_traffic_keeps_flows() {
     );
 
     // 2. A redirect is added: served at once (bounded wait for the steering).
-    reload(&sock, &conf, &config(&sock, three, true), true, &d);
+    reload(&sock, &conf, &config(ingress, &sock, three, true), true, &d);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut extra = None;
     while extra.is_none() && Instant::now() < deadline {
@@ -296,9 +315,15 @@ fn reload_under_traffic_keeps_flows() {
     assert!(s.contains("\textra"), "{s}");
 
     // 4. The same configuration again (nothing changes), then "extra" removed.
-    reload(&sock, &conf, &config(&sock, three, true), true, &d);
+    reload(&sock, &conf, &config(ingress, &sock, three, true), true, &d);
     traffic.wait_rounds(5);
-    reload(&sock, &conf, &config(&sock, three, false), true, &d);
+    reload(
+        &sock,
+        &conf,
+        &config(ingress, &sock, three, false),
+        true,
+        &d,
+    );
     traffic.wait_rounds(5);
     let deadline = Instant::now() + Duration::from_secs(5);
     while udp_query_to(&lab, 0, EXTRA_PORT).is_some() && Instant::now() < deadline {}
@@ -335,7 +360,7 @@ fn reload_under_traffic_keeps_flows() {
     assert_eq!(value("daemon_reload_failed"), 1, "{counters}");
     assert_eq!(value("flow_rescheduled"), 0, "{counters}");
     eprintln!(
-        "e2e_reload: {rounds} rounds of {} flows, {} UDP retries, {:?}",
+        "e2e_reload {ingress}: {rounds} rounds of {} flows, {} UDP retries, {:?}",
         2 * FLOWS,
         seen.udp_retries,
         started.elapsed()
