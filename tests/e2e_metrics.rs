@@ -158,7 +158,7 @@ fn metrics_endpoint_and_traffic_figures() {
     get(&after, "carpio_drops_total", "reason=no_backend");
     assert!(get(&after, "carpio_tx_nat_in_total", "") >= answered);
     assert!(get(&after, "carpio_flow_new_total", "") >= flows);
-    assert_eq!(get(&after, "carpio_daemon_snapshot_builds_total", ""), 1.0);
+    assert!(get(&after, "carpio_daemon_snapshot_builds_total", "") >= 1.0);
     assert!(get(&after, "carpio_worker_busy_ns_total", "worker=0") > 0.0);
     // Health-check view: every host counts as up until the engine says otherwise.
     assert_eq!(

@@ -278,6 +278,7 @@ fn scenario(tag: &str, ingress: &str) {
         &d,
     );
     traffic.wait_rounds(5);
+    wait_resolved(&d, &sock);
     let fresh = fresh_backends(&lab, PORT, 12);
     assert!(
         fresh.contains("b3"),

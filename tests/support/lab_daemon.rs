@@ -241,12 +241,35 @@ pub fn udp_query_to(lab: &Lab, sport: u16, port: u16) -> Option<String> {
     .flatten()
 }
 
-/// Waits (bounded) until a UDP query through the VIP is answered.
+/// Waits (bounded) until the daemon has resolved every backend's MAC.
+pub fn wait_resolved(d: &Daemon, sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let c = text(&carpioctl(sock, &["show", "counters"]));
+        if c.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("daemon_hosts_unresolved") && w.next() == Some("0")
+        }) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("backends never resolved; log:\n{}", d.log());
+}
+
+/// Waits (bounded) until a UDP query through the VIP is answered and every backend's MAC is
+/// resolved (`daemon_hosts_unresolved 0`), so later flows may go to any backend.
 pub fn wait_serving(lab: &Lab, d: &Daemon, sock: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if udp_query_to(lab, 0, PORT).is_some() {
-            return;
+            let c = text(&carpioctl(sock, &["show", "counters"]));
+            if c.lines().any(|l| {
+                let mut w = l.split_whitespace();
+                w.next() == Some("daemon_hosts_unresolved") && w.next() == Some("0")
+            }) {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
