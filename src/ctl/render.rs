@@ -386,6 +386,38 @@ mod tests {
     }
 
     #[test]
+    fn traffic_table() {
+        let s = traffic(
+            &[ServiceTraffic {
+                redirect: "dns".into(),
+                address: "198.18.0.10".into(),
+                proto: "udp".into(),
+                port: "53".into(),
+                packets: 6,
+                bytes: 384,
+                flows: 3,
+                states: 2,
+            }],
+            &[HostTraffic {
+                address: "198.18.1.1".into(),
+                packets: 6,
+                bytes: 384,
+                flows: 3,
+                states: 2,
+            }],
+        );
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 4, "{s}");
+        assert_eq!(
+            lines[1],
+            "dns             \t198.18.0.10 udp 53      \t           6\t           384\t         3\t       2"
+        );
+        assert!(lines[2].starts_with("Host            \t"), "{s}");
+        assert!(lines[3].starts_with("198.18.1.1      \t"), "{s}");
+        assert!(lines[3].ends_with("\t         3\t       2"), "{s}");
+    }
+
+    #[test]
     fn redirect_stats_only_in_show_redirects() {
         let st = Stats {
             interval: 60,
