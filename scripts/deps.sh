@@ -13,6 +13,8 @@ BUILD_PKGS=(clang llvm libbpf-dev pkg-config make gcc libc6-dev)
 # the end-to-end scenarios drive.
 TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
            ucarp python3 openssl
+           # man page lint (tests/man_pages.rs: mandoc -T lint)
+           mandoc
            # real backends of the e2e tests, the demo and the L4 benchmark
            nsd unbound chrony opensmtpd nginx-light haproxy
            # real clients

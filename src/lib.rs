@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod lab;
+pub mod logging;
+pub mod metrics;
 pub mod pfsync;
 pub mod phy;
 pub mod relay;

@@ -329,3 +329,18 @@ fn pseudo_random_token_soup_is_handled() {
         let _ = config::parse_str("soup.conf", &s, &[]);
     }
 }
+
+#[test]
+fn metrics_endpoint_errors() {
+    assert_eq!(
+        errors("err/metrics.conf", &[]),
+        [
+            // Only metrics statements: nothing to serve (relayd's message).
+            "err/metrics.conf:1:1: no actions, nothing to do",
+            "err/metrics.conf:2:19: invalid metrics address 'prometheus.example': must be an IP address",
+            "err/metrics.conf:3:34: invalid port 0: must be 1..65535",
+            "err/metrics.conf:4:29: syntax error: expected 'port', found '9100'",
+            "err/metrics.conf:5:9: syntax error: expected 'listen', found 'on'",
+        ]
+    );
+}

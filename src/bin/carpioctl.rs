@@ -49,6 +49,8 @@ enum ShowCmd {
     States,
     /// Every named counter, drop reasons included.
     Counters,
+    /// Packets, bytes, flows and states per virtual service and per backend host.
+    Traffic,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
                 ShowCmd::Carp => Show::Carp,
                 ShowCmd::States => Show::States,
                 ShowCmd::Counters => Show::Counters,
+                ShowCmd::Traffic => Show::Traffic,
             };
             (Request::Show { what }, Some(what))
         }
@@ -204,6 +207,7 @@ fn text(resp: &Response, what: Option<Show>) -> String {
         Response::Carp { vhosts, counters } => render::carp(vhosts, counters),
         Response::States { states } => render::states(states),
         Response::Counters { counters } => render::counter_lines(counters),
+        Response::Traffic { services, hosts } => render::traffic(services, hosts),
         Response::Event {
             kind,
             id,

@@ -575,11 +575,21 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.expect_kw("listen")?;
                 self.expect_kw("on")?;
-                let (a, _) = self.string("address")?;
+                let (a, aspan) = self.string("address")?;
+                // The endpoint binds before privileges are dropped and never resolves names.
+                let addr = match Address::parse(&a) {
+                    Address::Ip(ip) => Address::Ip(ip),
+                    Address::Name(_) => {
+                        return self.range_err(
+                            &aspan,
+                            format!("invalid metrics address '{a}': must be an IP address"),
+                        );
+                    }
+                };
                 self.expect_kw("port")?;
                 let port = self.port()?;
                 self.out.config.global.metrics = Some(ListenConfig {
-                    addr: Address::parse(&a),
+                    addr,
                     proto: Proto::Tcp,
                     port: PortRange { lo: port, hi: port },
                     interface: None,

@@ -26,6 +26,8 @@ pub enum Show {
     Carp,
     States,
     Counters,
+    /// carpio's per-service and per-host traffic figures.
+    Traffic,
 }
 
 /// The object of an enable/disable command.
@@ -162,6 +164,33 @@ pub struct CarpVhost {
     pub balancing: String,
 }
 
+/// Traffic of one virtual service (a redirect's `listen on`), summed over the workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTraffic {
+    pub redirect: String,
+    pub address: String,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// `53` or `8000:8010`.
+    pub port: String,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows created since the daemon started.
+    pub flows: u64,
+    /// Flows live now.
+    pub states: u64,
+}
+
+/// Traffic to and from one backend host (by address), summed over the workers and services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTraffic {
+    pub address: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub states: u64,
+}
+
 /// A flow state as `show states` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -205,6 +234,10 @@ pub enum Response {
     },
     Counters {
         counters: Vec<(String, u64)>,
+    },
+    Traffic {
+        services: Vec<ServiceTraffic>,
+        hosts: Vec<HostTraffic>,
     },
     /// A `monitor` event: what changed, an object id and name, and a unix timestamp.
     Event {

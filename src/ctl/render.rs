@@ -2,7 +2,9 @@
 //! `show_session_msg`, `print_statistics`, `print_*_status`), plus carpio's own `show carp`,
 //! `show states` and `show counters`.
 
-use super::proto::{CarpVhost, HostState, Item, Session, Show, State, Stats};
+use super::proto::{
+    CarpVhost, HostState, HostTraffic, Item, ServiceTraffic, Session, Show, State, Stats,
+};
 use std::fmt::Write;
 
 /// relayctl's header line for every `show` except `sessions`.
@@ -264,6 +266,35 @@ pub fn states(list: &[State]) -> String {
     out
 }
 
+/// `show traffic`: one line per virtual service, then one per backend host.
+pub fn traffic(services: &[ServiceTraffic], hosts: &[HostTraffic]) -> String {
+    let mut out = format!(
+        "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}\n",
+        "Redirect", "Listen", "Packets", "Bytes", "Flows", "States"
+    );
+    for s in services {
+        let listen = format!("{} {} {}", s.address, s.proto, s.port);
+        let _ = writeln!(
+            out,
+            "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+            s.redirect, listen, s.packets, s.bytes, s.flows, s.states
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+        "Host", "", "Packets", "Bytes", "Flows", "States"
+    );
+    for h in hosts {
+        let _ = writeln!(
+            out,
+            "{:<16}\t{:<24}\t{:>12}\t{:>14}\t{:>10}\t{:>8}",
+            h.address, "", h.packets, h.bytes, h.flows, h.states
+        );
+    }
+    out
+}
+
 /// `show counters`: `name value` per line, every counter (zeros included).
 pub fn counter_lines(counters: &[(String, u64)]) -> String {
     let width = counters.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
@@ -352,6 +383,38 @@ mod tests {
         ];
         let out = summary(&items, Show::Hosts);
         assert!(out.ends_with("3   \thost    \th                       \t70.00% \tdown\n\t        \ttotal: 7/10 checks, error: connection refused\n"), "{out}");
+    }
+
+    #[test]
+    fn traffic_table() {
+        let s = traffic(
+            &[ServiceTraffic {
+                redirect: "dns".into(),
+                address: "198.18.0.10".into(),
+                proto: "udp".into(),
+                port: "53".into(),
+                packets: 6,
+                bytes: 384,
+                flows: 3,
+                states: 2,
+            }],
+            &[HostTraffic {
+                address: "198.18.1.1".into(),
+                packets: 6,
+                bytes: 384,
+                flows: 3,
+                states: 2,
+            }],
+        );
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 4, "{s}");
+        assert_eq!(
+            lines[1],
+            "dns             \t198.18.0.10 udp 53      \t           6\t           384\t         3\t       2"
+        );
+        assert!(lines[2].starts_with("Host            \t"), "{s}");
+        assert!(lines[3].starts_with("198.18.1.1      \t"), "{s}");
+        assert!(lines[3].ends_with("\t         3\t       2"), "{s}");
     }
 
     #[test]

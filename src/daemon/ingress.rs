@@ -12,7 +12,7 @@
 use crate::counters::Counters;
 use crate::dataplane::flow::Event;
 use crate::dataplane::snapshot::{Forward, Snapshot, SnapshotCell};
-use crate::dataplane::worker::{Command, ControlFrame, Worker, WorkerConfig};
+use crate::dataplane::worker::{Command, ControlFrame, TrafficReport, Worker, WorkerConfig};
 use crate::phy::{self, BATCH, Batch, DevDrop, Device};
 use crate::sys::afpacket::PacketDrop;
 use crate::sys::afxdp::XskDrop;
@@ -286,6 +286,9 @@ pub enum Cmd {
     Counters(Sender<Vec<(String, u64)>>),
     /// Install a new AF_PACKET filter (after a reload changed the services).
     Filter(Vec<Insn>),
+    /// Reply with the worker's per-service and per-host traffic figures (with live states
+    /// per service when `true`: a scan of the flow table).
+    Traffic(bool, Sender<TrafficReport>),
 }
 
 /// A running worker thread.
@@ -320,7 +323,7 @@ struct LoopStats {
 fn handle_cmd(
     cmd: Cmd,
     core: u8,
-    worker: &Worker,
+    worker: &mut Worker,
     dev: &Dev,
     devdrops: &Counters<{ DevDrop::COUNT }>,
     st: &LoopStats,
@@ -352,6 +355,9 @@ fn handle_cmd(
         }
         Cmd::Filter(prog) => {
             let _ = dev.set_filter(&prog);
+        }
+        Cmd::Traffic(states, reply) => {
+            let _ = reply.send(worker.traffic(states));
         }
     }
 }
@@ -418,7 +424,7 @@ pub fn spawn_worker(
                 // One non-blocking look per iteration (atomic loads, no syscall), so a worker
                 // under sustained load still answers `show counters`.
                 while let Ok(cmd) = rx.try_recv() {
-                    handle_cmd(cmd, core, &worker, &dev, &devdrops, &st);
+                    handle_cmd(cmd, core, &mut worker, &dev, &devdrops, &st);
                 }
                 if n == 0 {
                     // An idle worker (a carp backup) applies synced flows now, so they are in

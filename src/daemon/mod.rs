@@ -56,7 +56,7 @@ mod route;
 pub mod sync;
 
 use crate::config::{self, Config, Ingress, XdpMode};
-use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show, Stats};
+use crate::ctl::proto::{self, HostState, Item, Object, Request, Response, Show};
 use crate::ctl::server::{self, Call};
 use crate::dataplane::flow::{Event, EventKind, Flow};
 use crate::dataplane::snapshot::{HostStates, Link, Snapshot, SnapshotCell};
@@ -134,8 +134,20 @@ pub fn check(opts: &Options) -> (i32, String) {
     }
 }
 
+/// The daemon's log line (INFO; see [`crate::logging`]).
 fn log(msg: impl AsRef<str>) {
-    eprintln!("carpio: {}", msg.as_ref());
+    tracing::info!("{}", msg.as_ref());
+}
+
+/// Something wrong that the daemon survives (WARN).
+#[allow(dead_code)]
+fn log_warn(msg: impl AsRef<str>) {
+    tracing::warn!("{}", msg.as_ref());
+}
+
+/// Detail shown with `carpio -v` or after `carpioctl log verbose` (DEBUG).
+fn log_debug(msg: impl AsRef<str>) {
+    tracing::debug!("{}", msg.as_ref());
 }
 
 /// What the other roles (health engine, carp shell, pfsync, relays) tell the parent. They are
@@ -208,10 +220,13 @@ struct Daemon {
     route: Option<route::RouteRole>,
     /// The pfsync role (`pfsync` block): replicates the workers' flows ([`sync`]).
     sync: Option<sync::Sync>,
+    /// relayd's per-redirect session statistics, sampled from the workers' traffic figures.
+    stats: crate::metrics::Book,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
 pub fn run(opts: &Options) -> io::Result<()> {
+    crate::logging::init(opts.verbose);
     let cfg = config::load(&opts.file, &opts.defines)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     for w in &cfg.warnings {
@@ -300,6 +315,17 @@ pub fn run(opts: &Options) -> io::Result<()> {
     let commands = sync::command_queues(devs.len());
     let sync = sync::start(&cfg, &events, &commands, &cell, epoch, &carp)?;
     let (calls_tx, calls_rx) = crossbeam::channel::unbounded::<Call>();
+    let mut metrics = match &cfg.global.metrics {
+        Some(l) => match &l.addr {
+            config::Address::Ip(ip) => {
+                let m = crate::metrics::serve((*ip, l.port.lo).into(), calls_tx.clone())?;
+                log(format!("metrics on http://{}/metrics", m.addr));
+                Some(m)
+            }
+            config::Address::Name(_) => None,
+        },
+        None => None,
+    };
     let mut ctl = server::start(
         std::path::Path::new(&cfg.global.control_socket),
         owner,
@@ -352,6 +378,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         checking: true,
         route,
         sync,
+        stats: Default::default(),
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -397,6 +424,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
         }
     }
     ctl.stop();
+    if let Some(m) = metrics.as_mut() {
+        m.stop();
+    }
     signals.close();
     log("stopped");
     Ok(())
@@ -643,6 +673,7 @@ impl Daemon {
     /// Sends a `monitor` event to every subscriber; full queues lose the event, closed ones
     /// are forgotten.
     fn notify(&mut self, kind: &str, id: u32, name: &str, detail: &str) {
+        tracing::debug!(kind, id, name, detail, "event");
         if self.monitors.is_empty() {
             return;
         }
@@ -727,6 +758,12 @@ impl Daemon {
                     }
                 }
             }
+        }
+        let now = self.epoch.elapsed().as_secs();
+        if self.stats.due(now) && !self.workers.is_empty() {
+            let flows = crate::metrics::flows_per_redirect(&self.traffic(false).0);
+            self.stats.sample(now, &flows);
+            log_debug(format!("statistics: sampled {} redirect(s)", flows.len()));
         }
         let due = self
             .last_resolve
@@ -832,6 +869,12 @@ impl Daemon {
             }
             Request::Log { verbose } => {
                 self.verbose = verbose;
+                crate::logging::set_verbose(verbose);
+                log(if verbose {
+                    "log level verbose"
+                } else {
+                    "log level brief"
+                });
                 Response::Ok
             }
             Request::Stop => {
@@ -1025,6 +1068,10 @@ impl Daemon {
             Show::Counters => Response::Counters {
                 counters: self.all_counters(),
             },
+            Show::Traffic => {
+                let (services, hosts) = self.traffic(true);
+                Response::Traffic { services, hosts }
+            }
         }
     }
 
@@ -1033,6 +1080,7 @@ impl Daemon {
         let snap = self.cell.load();
         let checked = self.health_items();
         let mut items = Vec::new();
+        let flows = crate::metrics::flows_per_redirect(&self.traffic(false).0);
         for (ri, r) in self.cfg.redirects.iter().enumerate() {
             let svc = snap.services.iter().find(|s| s.name == r.name);
             let disabled = r.disabled || self.states.disabled_redirects.contains(&r.name);
@@ -1044,7 +1092,8 @@ impl Daemon {
                 down: active.is_none(),
                 backup: matches!((svc, active), (Some(s), Some((t, _))) if t != s.table),
             });
-            items.push(Item::RedirectStats(Stats::default()));
+            let live = flows.get(&r.name).copied().unwrap_or(0);
+            items.push(Item::RedirectStats(self.stats.stats(&r.name, live)));
             for tname in &r.tables {
                 let Some((ti, tc)) = self
                     .cfg
@@ -1133,6 +1182,94 @@ impl Daemon {
             .collect();
         v.sort_by_key(|s| s.id);
         v
+    }
+
+    /// Every worker's traffic figures summed by service (in the snapshot's order) and by host;
+    /// `states`: with each service's live flows (the workers scan their flow tables).
+    fn traffic(&self, states: bool) -> (Vec<proto::ServiceTraffic>, Vec<proto::HostTraffic>) {
+        use crate::dataplane::worker::{ServiceId, Traffic};
+        let mut replies = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            if w.cmds.send(Cmd::Traffic(states, tx)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut svcs: Vec<(ServiceId, Traffic)> = Vec::new();
+        let mut hosts: Vec<(IpAddr, Traffic)> = Vec::new();
+        for rx in replies {
+            let Ok(r) = rx.recv_timeout(Duration::from_secs(2)) else {
+                continue;
+            };
+            for (id, t) in r.services {
+                match svcs.iter_mut().find(|s| s.0 == id) {
+                    Some(s) => s.1.merge(&t),
+                    None => svcs.push((id, t)),
+                }
+            }
+            for (a, t) in r.hosts {
+                match hosts.iter_mut().find(|h| h.0 == a) {
+                    Some(h) => h.1.merge(&t),
+                    None => hosts.push((a, t)),
+                }
+            }
+        }
+        // Every configured service and host is listed, with zeros before any worker saw it.
+        let snap = self.cell.load();
+        let services = snap
+            .services
+            .iter()
+            .map(|s| {
+                let t = svcs
+                    .iter()
+                    .find(|(id, _)| {
+                        id.redirect == s.name
+                            && id.vip == s.vip
+                            && id.proto == s.proto
+                            && (id.port_lo, id.port_hi) == (s.port_lo, s.port_hi)
+                    })
+                    .map(|x| x.1)
+                    .unwrap_or_default();
+                proto::ServiceTraffic {
+                    redirect: s.name.clone(),
+                    address: s.vip.to_string(),
+                    proto: match s.proto {
+                        6 => "tcp".into(),
+                        17 => "udp".into(),
+                        p => p.to_string(),
+                    },
+                    port: if s.port_lo == s.port_hi {
+                        s.port_lo.to_string()
+                    } else {
+                        format!("{}:{}", s.port_lo, s.port_hi)
+                    },
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    flows: t.flows,
+                    states: t.states,
+                }
+            })
+            .collect();
+        let hosts = snap
+            .hosts
+            .iter()
+            .flatten()
+            .map(|h| {
+                let t = hosts
+                    .iter()
+                    .find(|x| x.0 == h.addr)
+                    .map(|x| x.1)
+                    .unwrap_or_default();
+                proto::HostTraffic {
+                    address: h.addr.to_string(),
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    flows: t.flows,
+                    states: t.states,
+                }
+            })
+            .collect();
+        (services, hosts)
     }
 
     /// Every worker's counters summed by name, in the first worker's order, then the parent's
@@ -1289,6 +1426,7 @@ mod tests {
             checking: false,
             route: None,
             sync: None,
+            stats: Default::default(),
         }
     }
 

@@ -469,6 +469,12 @@ impl FlowTable {
         &self.backend_states
     }
 
+    /// Every live flow: a full scan of the table, for control-plane queries (per-service
+    /// state counts), never per packet.
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> + '_ {
+        self.entries.iter().filter(|f| !f.is_free())
+    }
+
     /// Bytes of memory per tracked flow: the entry plus both index arrays' share.
     pub fn bytes_per_flow(&self) -> usize {
         let total = std::mem::size_of_val(&*self.entries)

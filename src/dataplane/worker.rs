@@ -92,6 +92,58 @@ pub enum Command {
     Remove { key: Key },
 }
 
+/// Traffic figures of one virtual service or one backend host on one worker: packets and bytes
+/// forwarded (both directions of NAT flows; bytes as received), flows created, and, in a
+/// [`Worker::traffic`] report, the flows live now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub states: u64,
+}
+
+impl Traffic {
+    /// Adds another worker's figures.
+    pub fn merge(&mut self, o: &Traffic) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.flows += o.flows;
+        self.states += o.states;
+    }
+}
+
+/// What names a virtual service across snapshots (its index in `Snapshot::services` is
+/// positional and moves when a reload adds a redirect before it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId {
+    pub redirect: String,
+    pub vip: IpAddr,
+    pub proto: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+impl ServiceId {
+    fn of(s: &Service) -> Self {
+        Self {
+            redirect: s.name.clone(),
+            vip: s.vip,
+            proto: s.proto,
+            port_lo: s.port_lo,
+            port_hi: s.port_hi,
+        }
+    }
+}
+
+/// One worker's traffic figures, keyed by identity so the parent can sum workers that read
+/// different snapshot generations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficReport {
+    pub services: Vec<(ServiceId, Traffic)>,
+    pub hosts: Vec<(IpAddr, Traffic)>,
+}
+
 /// Commands applied per batch at most (the rest wait for the next batch).
 pub const COMMANDS_PER_BATCH: usize = 256;
 
@@ -136,6 +188,15 @@ pub struct Worker {
     control: Option<Arc<ArrayQueue<Box<ControlFrame>>>>,
     commands: Option<Arc<ArrayQueue<Command>>>,
     too_big: Box<[u8]>,
+    /// Traffic per service, indexed like the current snapshot's `services`; `svc_ids` says
+    /// which service each slot belongs to, so a new snapshot carries the figures over by
+    /// identity (plain per-worker arrays: no lock or atomic on the hot path).
+    svc_traffic: Vec<Traffic>,
+    svc_ids: Vec<ServiceId>,
+    /// Traffic per backend host, indexed by the snapshot's stable host index; `host_addrs`
+    /// resets a slot a later snapshot gives to another address.
+    host_traffic: Vec<Traffic>,
+    host_addrs: Vec<Option<IpAddr>>,
     pub classes: Counters<{ Class::COUNT }>,
     pub drops: Counters<{ Drop::COUNT }>,
     pub stats: Counters<{ Stat::COUNT }>,
@@ -179,6 +240,10 @@ impl Worker {
             control,
             commands: None,
             too_big: vec![0u8; 1600].into_boxed_slice(),
+            svc_traffic: Vec::new(),
+            svc_ids: Vec::new(),
+            host_traffic: Vec::new(),
+            host_addrs: Vec::new(),
             table,
             snap,
             cfg,
@@ -286,7 +351,100 @@ impl Worker {
         if self.states.capacity() < most {
             self.states.reserve(most);
         }
+        self.remap_traffic(snap);
         self.generation = snap.generation;
+    }
+
+    /// Carries the traffic figures over to a new snapshot's indices: services by identity
+    /// (a removed service's figures go), hosts by address at their stable index.
+    fn remap_traffic(&mut self, snap: &Snapshot) {
+        let ids: Vec<ServiceId> = snap.services.iter().map(ServiceId::of).collect();
+        let traffic = ids
+            .iter()
+            .map(|id| {
+                self.svc_ids
+                    .iter()
+                    .position(|o| o == id)
+                    .and_then(|i| self.svc_traffic.get(i).copied())
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.svc_traffic = traffic;
+        self.svc_ids = ids;
+        let addrs: Vec<Option<IpAddr>> = snap
+            .hosts
+            .iter()
+            .map(|h| h.as_ref().map(|h| h.addr))
+            .collect();
+        self.host_traffic.resize(addrs.len(), Traffic::default());
+        for (i, a) in addrs.iter().enumerate() {
+            if self.host_addrs.get(i).copied().flatten() != *a {
+                self.host_traffic[i] = Traffic::default();
+            }
+        }
+        self.host_addrs = addrs;
+    }
+
+    /// Counts a forwarded packet of service `si` to or from host `hi` (`new`: it created a
+    /// flow). Indices out of range (a snapshot not yet seen) are not counted.
+    #[inline]
+    fn account(&mut self, si: u16, hi: u16, bytes: usize, new: bool) {
+        let n = u64::from(new);
+        if let Some(t) = self.svc_traffic.get_mut(usize::from(si)) {
+            t.packets += 1;
+            t.bytes += bytes as u64;
+            t.flows += n;
+        }
+        if let Some(t) = self.host_traffic.get_mut(usize::from(hi)) {
+            t.packets += 1;
+            t.bytes += bytes as u64;
+            t.flows += n;
+        }
+    }
+
+    /// This worker's traffic figures; with `states`, also the flows live now per service (a
+    /// scan of the whole flow table: for `show traffic` and metrics, never per packet). Hosts'
+    /// live flows are always there (the flow table keeps them per host).
+    pub fn traffic(&mut self, states: bool) -> TrafficReport {
+        let snap = self.snap.load_full();
+        if snap.generation != self.generation {
+            self.on_new_snapshot(&snap);
+        }
+        let mut services: Vec<(ServiceId, Traffic)> = self
+            .svc_ids
+            .iter()
+            .cloned()
+            .zip(self.svc_traffic.iter().copied())
+            .collect();
+        // By VIP, protocol and port in the snapshot the figures are indexed by (a flow's own
+        // service index is positional in the snapshot that created it).
+        if states {
+            for f in self.table.iter() {
+                let k = f.key();
+                let si = snap
+                    .vips
+                    .get(usize::from(k.vip))
+                    .copied()
+                    .flatten()
+                    .and_then(|vip| snap.service_for(vip, k.proto, k.vip_port));
+                if let Some(s) = si.and_then(|(si, _)| services.get_mut(usize::from(si))) {
+                    s.1.states += 1;
+                }
+            }
+        }
+        let live = self.table.backend_states();
+        let hosts = self
+            .host_addrs
+            .iter()
+            .zip(self.host_traffic.iter())
+            .enumerate()
+            .filter_map(|(i, (a, t))| {
+                let mut t = *t;
+                t.states = u64::from(live.get(i).copied().unwrap_or(0));
+                a.map(|a| (a, t))
+            })
+            .collect();
+        TrafficReport { services, hosts }
     }
 
     fn packet(&mut self, snap: &Snapshot, p: &mut Packet, now: u32) -> Verdict {
@@ -515,6 +673,8 @@ impl Worker {
             vip_port: meta.dport,
         };
         let session = Some(svc.session_timeout);
+        let bytes = p.data().len();
+        let mut created = false;
         let mut backend = None;
         if let Some(h) = self.table.lookup(now, &key) {
             let (b, bport) = match self.table.get(h) {
@@ -551,7 +711,10 @@ impl Worker {
                     origin: Origin::Local,
                 };
                 match self.table.insert(now, &key, &new) {
-                    Ok(_) => self.count(Stat::FlowNew),
+                    Ok(_) => {
+                        self.count(Stat::FlowNew);
+                        created = true;
+                    }
                     Err(InsertError::Full) => self.count(Stat::FlowStateless),
                     Err(InsertError::ReturnCollision) => {
                         self.count(Stat::DropReturnCollision);
@@ -578,15 +741,22 @@ impl Worker {
             src: snap.link.mac,
         };
         let addr = host.addr;
-        let res = match svc.forward {
-            Forward::Nat => rewrite::nat_to_backend(p.data_mut(), meta, addr, bport, Some(&macs))
-                .map(|_| Stat::TxNatIn),
-            Forward::Dsr => rewrite::dsr(p.data_mut(), meta, &macs).map(|_| Stat::TxDsr),
+        let v = match svc.forward {
+            Forward::Nat => self.finish(
+                rewrite::nat_to_backend(p.data_mut(), meta, addr, bport, Some(&macs))
+                    .map(|_| Stat::TxNatIn),
+            ),
+            Forward::Dsr => {
+                self.finish(rewrite::dsr(p.data_mut(), meta, &macs).map(|_| Stat::TxDsr))
+            }
             Forward::Ipip | Forward::Gue { .. } => {
-                return self.encap(snap, p, meta, svc.forward, addr, macs);
+                self.encap(snap, p, meta, svc.forward, addr, macs)
             }
         };
-        self.finish(res)
+        if v == Verdict::Tx {
+            self.account(si, hi, bytes, created);
+        }
+        v
     }
 
     fn finish(&mut self, res: Result<Stat, rewrite::Error>) -> Verdict {
@@ -725,9 +895,19 @@ impl Worker {
             dst,
             src: snap.link.mac,
         };
+        let bytes = p.data().len();
         let res = rewrite::nat_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
             .map(|_| Stat::TxNatOut);
-        self.finish(res)
+        let v = self.finish(res);
+        if v == Verdict::Tx {
+            // The flow's service index is the one of the snapshot that created it; a reload
+            // may have moved it, so the service is found again by VIP, protocol and port.
+            let si = snap
+                .service_for(vip, meta.proto, f.key().vip_port)
+                .map_or(u16::MAX, |(si, _)| si);
+            self.account(si, bi, bytes, false);
+        }
+        v
     }
 
     /// An ICMP error sent to the VIP about a packet the VIP sent to a client (quoted: VIP:port
@@ -833,8 +1013,175 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::dataplane::snapshot::{HostStates, Link};
     use crate::dataplane::state;
+    use std::collections::HashMap;
+
+    /// An Ethernet/IPv4/UDP frame (valid IP checksum, no UDP checksum) with `payload` bytes.
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: usize) -> Vec<u8> {
+        let ulen = 8 + payload;
+        let mut f = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 0xc1, 1, 8, 0];
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&((20 + ulen) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let mut acc: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&(ulen as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend(std::iter::repeat_n(b'x', payload));
+        f
+    }
+
+    const TRAFFIC_CONF: &str = "table <t> { 198.18.1.1 lladdr \"02:00:00:00:01:01\", \
+         198.18.1.2 lladdr \"02:00:00:00:01:02\" }\n\
+         redirect dns { listen on 198.18.0.10 udp port 53\n forward to <t> port 5353 check icmp }\n";
+
+    fn traffic_worker(text: &str) -> (Worker, Arc<SnapshotCell>, Config) {
+        let cfg = crate::config::parse_str("t.conf", text, &[]).unwrap();
+        let snap = Snapshot::build(&cfg, &HostStates::default(), Link::default(), None).unwrap();
+        let cell = Arc::new(SnapshotCell::from_pointee(snap));
+        let w = Worker::new(
+            WorkerConfig::default(),
+            cell.clone(),
+            Arc::new(ArrayQueue::new(1024)),
+            None,
+        )
+        .unwrap();
+        (w, cell, cfg)
+    }
+
+    fn run(w: &mut Worker, frames: &[Vec<u8>], now: u32) -> Vec<(Verdict, Vec<u8>)> {
+        let mut b = Batch::new(frames.len().max(1));
+        for f in frames {
+            assert!(b.push(f, 0, LinkType::Ethernet));
+        }
+        w.process(&mut b, now);
+        b.iter().map(|p| (p.verdict, p.data().to_vec())).collect()
+    }
+
+    #[test]
+    fn traffic_per_service_and_host_exact() {
+        let (mut w, cell, cfg) = traffic_worker(TRAFFIC_CONF);
+        // 3 clients, 2 queries each (20- and 30-byte payloads): 3 flows, 6 packets.
+        let mut frames = Vec::new();
+        for c in 1..=3u8 {
+            frames.push(udp([198, 19, 0, c], 4000, [198, 18, 0, 10], 53, 20));
+            frames.push(udp([198, 19, 0, c], 4000, [198, 18, 0, 10], 53, 30));
+        }
+        // Not a service (other port) and not ours: never counted.
+        frames.push(udp([198, 19, 0, 9], 4000, [198, 18, 0, 10], 54, 20));
+        frames.push(udp([198, 19, 0, 9], 4000, [198, 18, 0, 99], 53, 20));
+        let out = run(&mut w, &frames, 10);
+        let tx: Vec<&(Verdict, Vec<u8>)> = out.iter().filter(|o| o.0 == Verdict::Tx).collect();
+        assert_eq!(tx.len(), 6);
+        let in_bytes: u64 = frames[..6].iter().map(|f| f.len() as u64).sum();
+        let r = w.traffic(true);
+        assert_eq!(r.services.len(), 1);
+        let (id, t) = &r.services[0];
+        assert_eq!(id.redirect, "dns");
+        assert_eq!((id.proto, id.port_lo, id.port_hi), (17, 53, 53));
+        assert_eq!(
+            *t,
+            Traffic {
+                packets: 6,
+                bytes: in_bytes,
+                flows: 3,
+                states: 3
+            }
+        );
+        // The hosts' figures add up to the service's, and each matches the frames it got.
+        let mut per_host: HashMap<IpAddr, Traffic> = HashMap::new();
+        for (v, f) in &out {
+            if *v == Verdict::Tx {
+                let dst = IpAddr::from([f[30], f[31], f[32], f[33]]);
+                let e = per_host.entry(dst).or_default();
+                e.packets += 1;
+                e.bytes += f.len() as u64;
+            }
+        }
+        assert_eq!(r.hosts.len(), 2);
+        let mut sum = Traffic::default();
+        for (a, t) in &r.hosts {
+            let want = per_host.get(a).copied().unwrap_or_default();
+            assert_eq!((t.packets, t.bytes), (want.packets, want.bytes), "{a}");
+            assert_eq!(t.flows, t.states, "{a}");
+            sum.merge(t);
+        }
+        assert_eq!((sum.packets, sum.flows, sum.states), (6, 3, 3));
+        // Without the scan: the same figures, no per-service live count; hosts keep theirs.
+        let quick = w.traffic(false);
+        assert_eq!(quick.services[0].1.states, 0);
+        assert_eq!(quick.services[0].1.flows, 3);
+        assert_eq!(quick.hosts, r.hosts);
+
+        // An answer from the backend of client 1 (NAT return path): one more packet for the
+        // service and that host, no new flow.
+        let b1 = IpAddr::from([out[0].1[30], out[0].1[31], out[0].1[32], out[0].1[33]]);
+        let IpAddr::V4(b1v4) = b1 else { unreachable!() };
+        let answer = udp(b1v4.octets(), 5353, [198, 19, 0, 1], 4000, 40);
+        let o = run(&mut w, std::slice::from_ref(&answer), 11);
+        assert_eq!(o[0].0, Verdict::Tx);
+        let r2 = w.traffic(true);
+        assert_eq!(r2.services[0].1.packets, 7);
+        assert_eq!(r2.services[0].1.bytes, in_bytes + answer.len() as u64);
+        assert_eq!(r2.services[0].1.flows, 3);
+        let h = r2.hosts.iter().find(|h| h.0 == b1).unwrap().1;
+        let h0 = r.hosts.iter().find(|h| h.0 == b1).unwrap().1;
+        assert_eq!(h.packets, h0.packets + 1);
+        assert_eq!(h.bytes, h0.bytes + answer.len() as u64);
+
+        // A reload adds a redirect before "dns": its index moves, its figures follow it; the
+        // new service starts at zero; a host that left loses its slot.
+        let text2 = "table <u> { 198.18.1.3 lladdr \"02:00:00:00:01:03\" }\n\
+            redirect ntp { listen on 198.18.0.11 udp port 123\n forward to <u> check icmp }\n"
+            .to_string()
+            + TRAFFIC_CONF;
+        let cfg2 = crate::config::parse_str("t.conf", &text2, &[]).unwrap();
+        let prev = cell.load_full();
+        let s2 = Snapshot::build(&cfg2, &HostStates::default(), Link::default(), Some(&prev));
+        cell.store(Arc::new(s2.unwrap()));
+        let o = run(
+            &mut w,
+            &[udp([198, 19, 0, 7], 4000, [198, 18, 0, 11], 123, 48)],
+            12,
+        );
+        assert_eq!(o[0].0, Verdict::Tx);
+        let r3 = w.traffic(true);
+        let dns = r3
+            .services
+            .iter()
+            .find(|s| s.0.redirect == "dns")
+            .unwrap()
+            .1;
+        let ntp = r3
+            .services
+            .iter()
+            .find(|s| s.0.redirect == "ntp")
+            .unwrap()
+            .1;
+        assert_eq!((dns.packets, dns.flows), (7, 3));
+        assert_eq!((ntp.packets, ntp.flows, ntp.states), (1, 1, 1));
+        let h3 = r3
+            .hosts
+            .iter()
+            .find(|h| h.0 == IpAddr::from([198, 18, 1, 3]))
+            .unwrap()
+            .1;
+        assert_eq!((h3.packets, h3.flows, h3.states), (1, 1, 1));
+        drop(cfg);
+    }
 
     #[test]
     fn commands_insert_and_remove_synced_flows_without_announcing_them() {
