@@ -18,7 +18,9 @@ TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
            # real clients
            dnsutils dnsperf sntp swaks curl iperf3
            # benchmark baseline (DNS proxy)
-           dnsdist jq bind9-dnsutils)
+           dnsdist jq bind9-dnsutils
+           # `carpio bench gen` send-rate reference (tcpreplay --topspeed)
+           tcpreplay)
 WANT=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;
