@@ -10,6 +10,8 @@
 //!   connection-rate client), as hidden subcommands of the same binary.
 
 pub mod engine;
+pub mod report;
+pub mod suite;
 pub mod tools;
 
 use clap::{Args, Subcommand};
@@ -338,9 +340,12 @@ pub fn main(args: BenchArgs) -> u8 {
             threads,
         }) => tools::exit(tools::connrate(addr, secs, threads)),
         Some(BenchCmd::Bulk { addr, secs }) => tools::exit(tools::bulk(addr, secs)),
-        None => {
-            eprintln!("carpio: bench: give a subcommand (gen)");
-            2
-        }
+        None => match suite::run(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("carpio: bench: {e}");
+                1
+            }
+        },
     }
 }
