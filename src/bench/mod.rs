@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub smoke: bool,
     /// Directory for results.json, results.md and the SVG plots.
-    #[arg(short = 'o', long = "out", default_value = "bench-out")]
+    #[arg(short = 'o', long = "out", default_value = "target/bench")]
     pub out: PathBuf,
     /// Repetitions of every case (the table shows medians).
     #[arg(long, default_value_t = 3)]

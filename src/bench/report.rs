@@ -259,6 +259,7 @@ pub fn plot(path: &Path, scenario: &str, sum: &[Summary]) -> io::Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(0)
         .y_desc(unit)
         .y_label_formatter(&|v| fmt_num(*v))
