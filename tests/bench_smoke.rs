@@ -89,6 +89,11 @@ fn every_scenario_produces_numbers_and_a_plot() {
         ("ntp", &["ceiling", "nft-dnat", "carpio"], "answered_per_s"),
         ("tcp_conn", &["ceiling", "haproxy", "carpio"], "per_s"),
         ("tcp_bulk", &["ceiling", "haproxy", "carpio"], "gbit_per_s"),
+        (
+            "failover",
+            &["ucarp", "carpio", "carpio-advbase0"],
+            "outage_ms",
+        ),
     ];
     for (sc, subjects, metric) in cases {
         for s in *subjects {

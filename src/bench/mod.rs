@@ -6,10 +6,12 @@
 //! - [`suite`]: `carpio bench [--smoke]`: the network-namespace lab, every scenario against
 //!   carpio and the peers a user would pick instead, with repetitions; results as JSON, a
 //!   markdown table of medians and ratios, and SVG plots ([`report`]).
+//! - [`failover`]: carp failover time, carpio vs ucarp (method of examples/failover.rs).
 //! - [`tools`]: small helpers the suite runs inside lab namespaces (UDP/TCP echo servers, a TCP
 //!   connection-rate client), as hidden subcommands of the same binary.
 
 pub mod engine;
+pub mod failover;
 pub mod report;
 pub mod suite;
 pub mod tools;
@@ -37,7 +39,8 @@ pub struct BenchArgs {
     /// Seconds per case.
     #[arg(long, default_value_t = 3.0)]
     pub secs: f64,
-    /// Only these scenarios (comma-separated): gen, udp, dns, ntp, tcp.
+    /// Only these scenarios (comma-separated): gen, udp, dns, dnsperf, ntp, tcp_conn, tcp_bulk,
+    /// failover.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// carpio binary for the balancer (default: this one).
@@ -77,6 +80,15 @@ pub enum BenchCmd {
         secs: f64,
         #[arg(long, default_value_t = 2)]
         threads: u32,
+    },
+    /// (lab helper) one carp node on eth0 (macvlan VIP) until killed or --secs.
+    #[command(hide = true)]
+    CarpNode {
+        vip: Ipv4Addr,
+        advbase: u8,
+        skew: u8,
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
     },
     /// (lab helper) TCP bulk throughput to a sink; prints JSON.
     #[command(hide = true)]
@@ -340,6 +352,12 @@ pub fn main(args: BenchArgs) -> u8 {
             threads,
         }) => tools::exit(tools::connrate(addr, secs, threads)),
         Some(BenchCmd::Bulk { addr, secs }) => tools::exit(tools::bulk(addr, secs)),
+        Some(BenchCmd::CarpNode {
+            vip,
+            advbase,
+            skew,
+            secs,
+        }) => tools::exit(tools::carp_node(vip, advbase, skew, secs)),
         None => match suite::run(&args) {
             Ok(()) => 0,
             Err(e) => {

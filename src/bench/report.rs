@@ -52,7 +52,8 @@ pub struct Ratio {
     pub ratio: f64,
 }
 
-/// The main metric (higher is better), its unit, and the baseline subject of a scenario.
+/// The main metric (higher is better but for failover's outage), its unit, and the baseline
+/// subject of a scenario.
 pub fn main_metric(scenario: &str) -> (&'static str, &'static str, &'static str) {
     match scenario {
         "gen" => ("pps", "frames/s sent", "tcpreplay"),
@@ -62,6 +63,7 @@ pub fn main_metric(scenario: &str) -> (&'static str, &'static str, &'static str)
         "ntp" => ("answered_per_s", "answers/s", "nft-dnat"),
         "tcp_conn" => ("per_s", "connections/s", "haproxy"),
         "tcp_bulk" => ("gbit_per_s", "Gbit/s", "haproxy"),
+        "failover" => ("outage_ms", "outage ms (lower is better)", "ucarp"),
         _ => ("", "", ""),
     }
 }

@@ -40,8 +40,8 @@ const UNBOUND_TPL: &str = include_str!("../../scripts/lab/unbound.conf.in");
 const CHRONY_TPL: &str = include_str!("../../scripts/lab/chrony.conf.in");
 
 /// Every scenario, in run order.
-pub const SCENARIOS: [&str; 7] = [
-    "gen", "udp", "dns", "dnsperf", "ntp", "tcp_conn", "tcp_bulk",
+pub const SCENARIOS: [&str; 8] = [
+    "gen", "udp", "dns", "dnsperf", "ntp", "tcp_conn", "tcp_bulk", "failover",
 ];
 
 fn which(tool: &str) -> Option<String> {
@@ -863,6 +863,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    // Failover has its own lab and measures time, not throughput: the smoke run overlaps it
+    // with the other scenarios (their numbers do not matter there); the full run runs it last,
+    // alone.
+    let fo_wanted = scenarios.contains(&"failover");
+    let fo_args = (env.carpio.clone(), env.dir.clone());
+    let fo_thread = (fo_wanted && args.smoke).then(|| {
+        let (c, d) = fo_args.clone();
+        std::thread::spawn(move || super::failover::run(&c, reps, &d, true))
+    });
     for rep in 1..=reps {
         for sc in &scenarios {
             for (subject, f) in cases(&env, sc) {
@@ -893,6 +902,18 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 }
             }
         }
+    }
+    let fo = match fo_thread {
+        Some(h) => Some(
+            h.join()
+                .unwrap_or_else(|_| (Vec::new(), vec!["failover: thread panicked".into()])),
+        ),
+        None if fo_wanted => Some(super::failover::run(&fo_args.0, reps, &fo_args.1, false)),
+        None => None,
+    };
+    if let Some((s, e)) = fo {
+        samples.extend(s);
+        errors.extend(e);
     }
     let meta = report::Meta {
         smoke: args.smoke,

@@ -165,3 +165,32 @@ pub fn bulk(addr: SocketAddr, secs: f64) -> io::Result<()> {
     println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
     Ok(())
 }
+
+/// One carp node (carpio's carp shell, macvlan VIP) on `eth0` of the current namespace until
+/// killed or `secs` have passed: the failover scenario's carpio side.
+pub fn carp_node(vip: std::net::Ipv4Addr, advbase: u8, skew: u8, secs: u64) -> io::Result<()> {
+    use crate::carp::shell::{self, ShellConfig, VipMode};
+    use crate::carp::{InterfaceConfig, NodeConfig};
+    let cfg = ShellConfig {
+        name: "carp0".into(),
+        carpdev: "eth0".into(),
+        netns: None,
+        iface: InterfaceConfig {
+            nodes: vec![NodeConfig {
+                vhid: 1,
+                advskew: skew,
+            }],
+            advbase,
+            passphrase: b"secret".to_vec(),
+            v4: vec![vip],
+            ..Default::default()
+        },
+        prefix_len: vec![24],
+        vip_mode: VipMode::Macvlan,
+        group_demote: Vec::new(),
+    };
+    let h = shell::spawn(cfg)?;
+    std::thread::sleep(Duration::from_secs(secs));
+    drop(h);
+    Ok(())
+}
