@@ -7,11 +7,13 @@
 //!   carpio and the peers a user would pick instead, with repetitions; results as JSON, a
 //!   markdown table of medians and ratios, and SVG plots ([`report`]).
 //! - [`failover`]: carp failover time, carpio vs ucarp (method of examples/failover.rs).
+//! - [`health`]: health-check reaction time (method of examples/health_detect.rs).
 //! - [`tools`]: small helpers the suite runs inside lab namespaces (UDP/TCP echo servers, a TCP
 //!   connection-rate client), as hidden subcommands of the same binary.
 
 pub mod engine;
 pub mod failover;
+pub mod health;
 pub mod report;
 pub mod suite;
 pub mod tools;
@@ -40,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3.0)]
     pub secs: f64,
     /// Only these scenarios (comma-separated): gen, udp, dns, dnsperf, ntp, tcp_conn, tcp_bulk,
-    /// failover.
+    /// failover, health.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// carpio binary for the balancer (default: this one).

@@ -64,6 +64,8 @@ pub fn main_metric(scenario: &str) -> (&'static str, &'static str, &'static str)
         "tcp_conn" => ("per_s", "connections/s", "haproxy"),
         "tcp_bulk" => ("gbit_per_s", "Gbit/s", "haproxy"),
         "failover" => ("outage_ms", "outage ms (lower is better)", "ucarp"),
+        // No peer: HAProxy's or relayd's detection time is not measured here.
+        "health" => ("detect_ms", "ms to down (lower is better)", ""),
         _ => ("", "", ""),
     }
 }

@@ -40,8 +40,8 @@ const UNBOUND_TPL: &str = include_str!("../../scripts/lab/unbound.conf.in");
 const CHRONY_TPL: &str = include_str!("../../scripts/lab/chrony.conf.in");
 
 /// Every scenario, in run order.
-pub const SCENARIOS: [&str; 8] = [
-    "gen", "udp", "dns", "dnsperf", "ntp", "tcp_conn", "tcp_bulk", "failover",
+pub const SCENARIOS: [&str; 9] = [
+    "gen", "udp", "dns", "dnsperf", "ntp", "tcp_conn", "tcp_bulk", "failover", "health",
 ];
 
 fn which(tool: &str) -> Option<String> {
@@ -863,15 +863,36 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    // Failover has its own lab and measures time, not throughput: the smoke run overlaps it
-    // with the other scenarios (their numbers do not matter there); the full run runs it last,
-    // alone.
+    // Failover and health reaction have their own labs and measure time, not throughput: the
+    // smoke run overlaps them with the other scenarios (whose numbers do not matter there); the
+    // full run runs them last, alone.
     let fo_wanted = scenarios.contains(&"failover");
-    let fo_args = (env.carpio.clone(), env.dir.clone());
-    let fo_thread = (fo_wanted && args.smoke).then(|| {
-        let (c, d) = fo_args.clone();
-        std::thread::spawn(move || super::failover::run(&c, reps, &d, true))
-    });
+    let hd_wanted = scenarios.contains(&"health");
+    let side = {
+        let (c, d) = (env.carpio.clone(), env.dir.clone());
+        let smoke = args.smoke;
+        move || {
+            let mut s = Vec::new();
+            let mut e = Vec::new();
+            if fo_wanted {
+                let (a, b) = super::failover::run(&c, reps, &d, smoke);
+                s.extend(a);
+                e.extend(b);
+            }
+            if hd_wanted {
+                let (a, b) = super::health::run(&c, reps);
+                s.extend(a);
+                e.extend(b);
+            }
+            (s, e)
+        }
+    };
+    let mut side = Some(side);
+    let side_thread = if args.smoke {
+        side.take().map(std::thread::spawn)
+    } else {
+        None
+    };
     for rep in 1..=reps {
         for sc in &scenarios {
             for (subject, f) in cases(&env, sc) {
@@ -903,18 +924,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             }
         }
     }
-    let fo = match fo_thread {
-        Some(h) => Some(
-            h.join()
-                .unwrap_or_else(|_| (Vec::new(), vec!["failover: thread panicked".into()])),
-        ),
-        None if fo_wanted => Some(super::failover::run(&fo_args.0, reps, &fo_args.1, false)),
-        None => None,
+    let (s2, e2) = match (side_thread, side) {
+        (Some(h), _) => h
+            .join()
+            .unwrap_or_else(|_| (Vec::new(), vec!["failover/health: thread panicked".into()])),
+        (None, Some(f)) => f(),
+        (None, None) => (Vec::new(), Vec::new()),
     };
-    if let Some((s, e)) = fo {
-        samples.extend(s);
-        errors.extend(e);
-    }
+    samples.extend(s2);
+    errors.extend(e2);
     let meta = report::Meta {
         smoke: args.smoke,
         secs,
