@@ -831,7 +831,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     topology(&mut env)?;
     let g1 = env.lab.mac("gs", "g1").map_err(|e| e.to_string())?;
     env.macs.insert("g1", crate::lab::mac_string(g1));
-    // The send-rate capture: 1000 64-byte UDP frames of distinct flows.
+    // The send-rate capture: 1000 64-byte UDP frames of distinct flows, g0 to g1 (MACs
+    // included: tcpreplay sends the frames as they are, and the engine rewrites to the same
+    // MACs, so the receiving side does the same work for both).
+    let g0 = env.lab.mac("cl", "g0").map_err(|e| e.to_string())?;
     {
         let t = super::engine::synth_templates(
             super::engine::Profile::Udp64,
@@ -846,7 +849,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         for x in &t {
-            sink.write(&x.frame, x.rel_ns).map_err(|e| e.to_string())?;
+            let mut f = x.frame.clone();
+            f[0..6].copy_from_slice(&g1);
+            f[6..12].copy_from_slice(&g0);
+            sink.write(&f, x.rel_ns).map_err(|e| e.to_string())?;
         }
         sink.finish().map_err(|e| e.to_string())?;
     }
