@@ -190,6 +190,15 @@ fn topology(env: &mut Env) -> Result<(), String> {
         lab.exec(n, &["ethtool", "-K", ifname, "tx", "off"])
             .map_err(e)?;
     }
+    // The send-rate link's receiver drops every frame at its netdev ingress hook (nftables):
+    // the `gen` scenario measures the senders, so the receiving side's per-frame work (the same
+    // for both tools, on the same shared cores) is kept as small as the kernel allows.
+    let rules = "table netdev cio_sink {\n chain in {\n  type filter hook ingress device g1 priority 0; policy drop;\n }\n}\n";
+    let f = env.dir.join("gs-nft.conf");
+    std::fs::write(&f, rules).map_err(|x| x.to_string())?;
+    let lab = &mut env.lab;
+    lab.exec("gs", &["nft", "-f", &f.to_string_lossy()])
+        .map_err(e)?;
     for a in [CLIENT, CLIENT_PEER] {
         lab.addr("cl", "eth0", &format!("{a}/24")).map_err(e)?;
     }
