@@ -572,6 +572,33 @@ impl Rx {
     }
 }
 
+/// Length of one pass over `templates` at the recorded pace: the last frame's offset plus one
+/// mean gap, so the first frame of the next pass keeps the rhythm.
+fn pass_len(templates: &[Template]) -> u64 {
+    let n = templates.len().max(1) as u64;
+    let last = templates.last().map(|t| t.rel_ns).unwrap_or(0);
+    last + last / n + 1
+}
+
+/// How many frames from global index `next` are due by recorded time `t` (ns since the start,
+/// already multiplied by the speed), at most `max`. Pure: the pacing of `Rate::Recorded`.
+fn recorded_due(templates: &[Template], pass_ns: u64, next: u64, t: u64, max: u64) -> u64 {
+    let n = templates.len() as u64;
+    if n == 0 {
+        return 0;
+    }
+    let mut k = 0u64;
+    while k < max {
+        let g = next + k;
+        let at = (g / n) * pass_ns + templates[(g % n) as usize].rel_ns;
+        if at > t {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
 /// Sends `templates` as `cfg` says; blocks for the run (at most `duration` + `grace`).
 pub fn run(cfg: &GenConfig, templates: &[Template]) -> io::Result<GenReport> {
     if templates.is_empty() {
@@ -630,10 +657,7 @@ pub fn run(cfg: &GenConfig, templates: &[Template]) -> io::Result<GenReport> {
     let mut batch = Batch::new(bsz);
     let n = templates.len() as u64;
     // Length of one pass at the recorded pace: the last frame's offset plus one mean gap.
-    let pass_ns = {
-        let last = templates.last().map(|t| t.rel_ns).unwrap_or(0);
-        last + last / n.max(1) + 1
-    };
+    let pass_ns = pass_len(templates);
     let start = Instant::now();
     let mut next: u64 = 0; // index of the next frame to send
     let mut requests = 0u64;
@@ -650,20 +674,13 @@ pub fn run(cfg: &GenConfig, templates: &[Template]) -> io::Result<GenReport> {
                 let should = (el_ns as u128 * u128::from(p) / 1_000_000_000) as u64 + 1;
                 should.saturating_sub(next)
             }
-            Rate::Recorded { speed } => {
-                // How many frames are due at the recorded time el_ns * speed.
-                let t = (el_ns as f64 * speed.max(1e-6)) as u64;
-                let mut k = 0u64;
-                while k < bsz as u64 {
-                    let g = next + k;
-                    let at = (g / n) * pass_ns + templates[(g % n) as usize].rel_ns;
-                    if at > t {
-                        break;
-                    }
-                    k += 1;
-                }
-                k
-            }
+            Rate::Recorded { speed } => recorded_due(
+                templates,
+                pass_ns,
+                next,
+                (el_ns as f64 * speed.max(1e-6)) as u64,
+                bsz as u64,
+            ),
         };
         let mut due = due.min(bsz as u64);
         if cfg.count > 0 {
@@ -932,6 +949,44 @@ mod tests {
                 assert_ne!(key_of(&other, true), Some(kq), "DNS id is part of the key");
             }
         }
+    }
+
+    /// Recorded pace: frames 0, 1 ms, 3 ms; a pass lasts 3 ms + 1 ms mean gap; twice the speed
+    /// halves the wall time (the caller multiplies the elapsed time by the speed).
+    #[test]
+    fn recorded_pace_follows_the_capture() {
+        let t: Vec<Template> = [0u64, 1_000_000, 3_000_000]
+            .iter()
+            .map(|&ts| Template::new(vec![0; 60], ts))
+            .collect();
+        let pass = pass_len(&t);
+        assert_eq!(pass, 4_000_001);
+        assert_eq!(
+            recorded_due(&t, pass, 0, 0, 64),
+            1,
+            "the first frame at once"
+        );
+        assert_eq!(
+            recorded_due(&t, pass, 1, 999_999, 64),
+            0,
+            "the second not before 1 ms"
+        );
+        assert_eq!(recorded_due(&t, pass, 1, 1_000_000, 64), 1);
+        assert_eq!(recorded_due(&t, pass, 0, 3_500_000, 64), 3);
+        // Second pass: its first frame at 4 ms, its second at 5 ms.
+        assert_eq!(recorded_due(&t, pass, 3, 4_000_000, 64), 0);
+        assert_eq!(recorded_due(&t, pass, 3, 4_000_001, 64), 1);
+        assert_eq!(recorded_due(&t, pass, 3, 5_000_001, 64), 2);
+        // Ten passes' worth of time is 30 frames, but never more than `max` at once.
+        assert_eq!(recorded_due(&t, pass, 0, 10 * pass - 1, 64), 30);
+        assert_eq!(recorded_due(&t, pass, 0, 10 * pass - 1, 8), 8);
+        // Speed 2: 2 ms of wall time is 4 ms of capture time.
+        let speed = 2.0f64;
+        assert_eq!(
+            recorded_due(&t, pass, 0, (2_000_000.0 * speed) as u64, 64),
+            3
+        );
+        assert_eq!(recorded_due(&[], pass, 0, u64::MAX, 64), 0);
     }
 
     #[test]
