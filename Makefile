@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all deps build test lint unit demo bench bench-l4 clean fmt
+.PHONY: all deps build test lint unit demo bench bench-l4 bench-lab bench-relay clean fmt
 
 all: build
 
@@ -31,10 +31,19 @@ demo: build
 bench: deps
 	$(CARGO) bench
 
-# carpio vs nftables DNAT (64-byte UDP) and vs dnsdist (DNS) in a netns lab (root; README
-# "L4 benchmark").
+# `carpio bench`: every scenario against carpio and its peers in a netns lab (root; README
+# "Performance"): results.json, results.md and SVG plots in target/bench/.
+BENCH_ARGS ?=
+bench-lab: build
+	$(RELEASE_BIN)/carpio bench -o target/bench $(BENCH_ARGS)
+
+# Its L4 part (UDP, DNS, NTP: carpio vs nftables DNAT and dnsdist) and its TCP part (relay vs
+# HAProxy).
 bench-l4: build
-	@bash scripts/bench-l4.sh
+	@bash scripts/bench-l4.sh $(BENCH_ARGS)
+
+bench-relay: build
+	@bash scripts/bench-relay.sh $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -22,7 +22,10 @@ TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc
            # benchmark baseline (DNS proxy)
            dnsdist jq bind9-dnsutils
            # routing daemon of the ECMP scale-out lab (route health injection)
-           bird2)
+           bird2
+
+           # `carpio bench gen` send-rate reference (tcpreplay --topspeed)
+           tcpreplay)
 WANT=("${BUILD_PKGS[@]}")
 case "${1:-all}" in
   build) ;;

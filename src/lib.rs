@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod balance;
+pub mod bench;
 pub mod carp;
 pub mod config;
 pub mod counters;

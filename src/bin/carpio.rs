@@ -75,6 +75,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmarks: the traffic engine (`gen`) and the lab suite against carpio and its peers.
+    Bench(carpio::bench::BenchArgs),
 }
 
 fn parse_define(s: &str) -> Result<(String, String), String> {
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Cmd::Bench(args)) => ExitCode::from(carpio::bench::main(args)),
         None => {
             let opts = carpio::daemon::Options {
                 file: cli.file,
