@@ -75,7 +75,7 @@ enum carpio_stat {
 	CARPIO_STAT_REDIRECT_SERVICE = 0,  /* IPv4/IPv6 to a virtual service */
 	CARPIO_STAT_REDIRECT_ARP = 1,      /* ARP whose target is a VIP */
 	CARPIO_STAT_REDIRECT_ND = 2,       /* IPv6 neighbour solicitation for a VIP */
-	CARPIO_STAT_REDIRECT_CARP = 3,     /* IP protocol 112 */
+	CARPIO_STAT_PASS_CARP = 3,         /* IP protocol 112: to the carp shell's raw socket */
 	CARPIO_STAT_PASS_PFSYNC = 4,       /* IP protocol 240: to the kernel's raw socket */
 	CARPIO_STAT_REDIRECT_FRAGMENT = 5, /* non-first fragment to a VIP address */
 	CARPIO_STAT_PASS_NOT_IP = 6,       /* ethertype neither IPv4, IPv6 nor ARP */

@@ -7,12 +7,11 @@
  *   - non-first IPv4/IPv6 fragments to a VIP address (they carry no ports; carpio decides);
  *   - ARP whose target protocol address is a VIP, IPv6 neighbour solicitations whose target is
  *     a VIP (carpio answers for the addresses it owns, as carp(4) does);
- *   - CARP (IP protocol 112);
  *   - the NAT return path: packets FROM a backend {src, proto, sport} whose entry carries
  *     CARPIO_SVC_F_SRC (the backends route to clients through the balancer; carpio un-NATs).
- * pfsync (IP protocol 240) is passed to the kernel and counted: carpio's pfsync shell receives
- * it on a raw socket bound to the sync interface, which checks TTL, interface and peer for
- * every ingress alike (src/daemon/sync.rs).
+ * CARP (IP protocol 112) and pfsync (IP protocol 240) are passed to the kernel and counted:
+ * carpio's carp shell (src/carp/shell.rs) and pfsync shell (src/daemon/sync.rs) receive them
+ * on raw sockets, which check TTL, interface and peer for every ingress alike.
  * The redirect uses XDP_PASS as the fallback action so an empty XSKMAP slot passes the packet
  * (bpf_redirect_map, include/uapi/linux/bpf.h: "the lower two bits of flags are used as the
  * return code if the map lookup fails").
@@ -198,7 +197,7 @@ int carpio_xdp(struct xdp_md *ctx)
 			return count(CARPIO_STAT_PASS_TRUNCATED, XDP_PASS);
 		l4 = l3 + ip->ihl * 4;
 		if (ip->protocol == IPPROTO_CARP)
-			return steer(ctx, CARPIO_STAT_REDIRECT_CARP);
+			return count(CARPIO_STAT_PASS_CARP, XDP_PASS);
 		if (ip->protocol == IPPROTO_PFSYNC)
 			return count(CARPIO_STAT_PASS_PFSYNC, XDP_PASS);
 		v4_mapped(dst, ip->daddr);
@@ -250,7 +249,7 @@ int carpio_xdp(struct xdp_md *ctx)
 			}
 		}
 		if (nh == IPPROTO_CARP)
-			return steer(ctx, CARPIO_STAT_REDIRECT_CARP);
+			return count(CARPIO_STAT_PASS_CARP, XDP_PASS);
 		if (nh == IPPROTO_PFSYNC)
 			return count(CARPIO_STAT_PASS_PFSYNC, XDP_PASS);
 		if (frag) {

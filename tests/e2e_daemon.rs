@@ -627,8 +627,9 @@ fn check_mode_exit_codes_and_messages() {
 
 /// A `carp` block in the daemon's configuration starts a carp shell on the interface:
 /// `carpioctl show carp` lists the vhost, which becomes MASTER alone on the segment (advbase 0:
-/// within a fraction of a second), its virtual address answers ping from the client, and SIGTERM
-/// bows out and removes the macvlan.
+/// within a fraction of a second), its virtual address answers ping from the client; a better
+/// peer's advertisements reach it over the AF_XDP ingress and make it BACKUP; SIGTERM bows out
+/// and removes the macvlan.
 #[test]
 fn carp_block_runs_a_vhost_shown_by_carpioctl() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -640,7 +641,7 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
         &conf,
         format!(
             "carp carp0 {{ carpdev lb0, vhid 7, advbase 0, advskew 20, pass \"e2e\", address 198.18.1.77/24 }}\n{}",
-            config("ingress afpacket", &sock)
+            config("ingress afxdp mode generic", &sock)
         ),
     )
     .unwrap();
@@ -685,6 +686,49 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(changes >= 1, "{counters}");
+    // A second carp node on the segment (in the client namespace) with a better advskew: its
+    // advertisements must reach the daemon's carp shell through the AF_XDP ingress (the XDP
+    // program passes IP protocol 112 to the kernel), so the daemon's vhost turns BACKUP. Had
+    // XDP stolen them, both nodes would stay MASTER.
+    let peer = carpio::carp::shell::spawn(carpio::carp::shell::ShellConfig {
+        name: "carp0".into(),
+        carpdev: "c0".into(),
+        netns: Some(lab.ns_name("client")),
+        iface: carpio::carp::InterfaceConfig {
+            nodes: vec![carpio::carp::NodeConfig {
+                vhid: 7,
+                advskew: 0,
+            }],
+            advbase: 0,
+            passphrase: b"e2e".to_vec(),
+            v4: vec![std::net::Ipv4Addr::new(198, 18, 1, 77)],
+            preempt: true,
+            ..Default::default()
+        },
+        prefix_len: vec![24],
+        vip_mode: carpio::carp::shell::VipMode::Macvlan,
+        group_demote: Vec::new(),
+    })
+    .expect("peer carp node");
+    let mut row = String::new();
+    for _ in 0..100 {
+        let shown = text(&carpioctl(&sock, &["show", "carp"]));
+        row = shown
+            .lines()
+            .find(|l| l.starts_with("carp0"))
+            .unwrap_or_default()
+            .to_string();
+        if row.contains("BACKUP") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        row.contains("BACKUP"),
+        "the peer's advertisements reach the daemon: {row}\n{}",
+        text(&carpioctl(&sock, &["show", "counters"]))
+    );
+    let _ = peer.shutdown();
     let st = d.terminate();
     assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
     let links = lab.ip("lb", &["-o", "link", "show"]).unwrap();

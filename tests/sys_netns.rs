@@ -866,7 +866,7 @@ fn xdp_steers_each_kind_by_rule() {
                 0x0800,
                 &ipv4(Ipv4Addr::new(224, 0, 0, 18), 112, 0, &[0; 36]),
             ),
-            Some(XdpStat::RedirectCarp),
+            Some(XdpStat::PassCarp),
         ),
         (
             "pfsync v4",
@@ -886,12 +886,12 @@ fn xdp_steers_each_kind_by_rule() {
                 0x86dd,
                 &ipv6("ff02::12".parse().unwrap(), 112, &[0; 36]),
             ),
-            Some(XdpStat::RedirectCarp),
+            Some(XdpStat::PassCarp),
         ),
         (
             "carp in 802.1Q",
             eth(d, s, 0x8100, &vlan),
-            Some(XdpStat::RedirectCarp),
+            Some(XdpStat::PassCarp),
         ),
         (
             "NS for VIP6",

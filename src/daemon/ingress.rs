@@ -90,16 +90,16 @@ impl Steering {
         st
     }
 
-    /// The cBPF filter of this steering (CARP frames included: the worker hands them to the
-    /// control plane). pfsync is left out: AF_PACKET does not steal, so the pfsync shell's raw
-    /// socket already receives every pfsync packet (see `daemon::sync`), and a worker copy
-    /// would only be counted unclaimed.
+    /// The cBPF filter of this steering. CARP and pfsync are left out: AF_PACKET does not
+    /// steal, so the carp shell's and the pfsync shell's raw sockets already receive every
+    /// such packet (see `carp::shell`, `daemon::sync`), and a worker copy would only be
+    /// counted unclaimed.
     pub fn filter(&self) -> Result<Vec<Insn>, cbpf::Error> {
         cbpf::compile(&cbpf::FilterConfig {
             services: self.services.clone(),
             sources: self.sources.clone(),
             vips: self.vips.clone(),
-            carp: true,
+            carp: false,
             pfsync: false,
         })
     }

@@ -282,8 +282,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
     }
     // carp needs raw sockets and the `ip` command for its macvlan: start it before dropping
     // privileges. It uses kernel raw sockets, so its advertisements reach it with AF_PACKET and
-    // pnet ingress (AF_PACKET does not steal); with AF_XDP the workers' CARP frames are counted
-    // `daemon_control_frames_unclaimed` until the shell takes frames from the control queue.
+    // pnet ingress (AF_PACKET does not steal) and with AF_XDP (the XDP program passes IP
+    // protocol 112 to the kernel, `xdp_pass_carp`).
     let carp = if cfg.carp.is_empty() {
         Vec::new()
     } else {

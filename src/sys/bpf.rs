@@ -96,7 +96,7 @@ crate::named_counters! {
         RedirectService = "xdp_redirect_service",
         RedirectArp = "xdp_redirect_arp",
         RedirectNd = "xdp_redirect_nd",
-        RedirectCarp = "xdp_redirect_carp",
+        PassCarp = "xdp_pass_carp",
         PassPfsync = "xdp_pass_pfsync",
         RedirectFragment = "xdp_redirect_fragment",
         PassNotIp = "xdp_pass_not_ip",
