@@ -274,3 +274,63 @@ fn identical_config_identical_choices_on_two_nodes() {
         assert_eq!(counter(&b, "flow_new"), u64::from(FLOWS));
     }
 }
+
+/// carp(4)'s `carp_ourether` in the worker: with balancing `none`, a BACKUP drops what a switch
+/// floods to it (counted `drop_carp_not_owner`), a MASTER takes frames to its virtual MAC and
+/// to the link's own MAC but not frames addressed to another station.
+#[test]
+fn carp_backup_drops_flooded_frames_and_master_takes_its_own() {
+    use carpio::carp::Balancing;
+    use carpio::carp::{Ownership, balance::MAX_NODES};
+    const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+    let c = conf("roundrobin");
+    let link = Link {
+        mac: LB_MAC,
+        ..Link::default()
+    };
+    let mut pipe = replay::workers_for(&c, 1, link).unwrap_or_else(|e| panic!("{e}"));
+    let own = |master: bool| {
+        let mut macs = [[0u8; 6]; MAX_NODES];
+        macs[0] = VMAC;
+        Ownership {
+            balancing: Balancing::None,
+            lsmask: u32::from(master),
+            lscount: 1,
+            leader_master: master,
+            macs,
+            lladdr: VMAC,
+            hashkey: [0, 0],
+            key_head: [0; 4],
+        }
+    };
+    let run = |pipe: &mut Pipeline, master: bool, dst: [u8; 6], i: u32| -> Verdict {
+        let prev = pipe.cell.load_full();
+        let mut s = Snapshot::build(
+            &c,
+            &replay::replay_host_states(&c),
+            prev.link.clone(),
+            Some(&prev),
+        )
+        .unwrap();
+        s.carp = Some(own(master));
+        pipe.cell.store(Arc::new(s));
+        let mut frame = udp_frame(i);
+        frame[0..6].copy_from_slice(&dst);
+        let mut batch = Batch::new(4);
+        let slot = batch.slot().unwrap();
+        slot.fill(&frame, 0, LinkType::Ethernet);
+        batch.commit();
+        pipe.workers[0].process(&mut batch, 10);
+        batch.iter().next().unwrap().verdict
+    };
+    let other = [0x02, 0, 0, 0, 0x99, 0x99];
+    assert_eq!(run(&mut pipe, false, VMAC, 1), Verdict::Drop);
+    assert_eq!(run(&mut pipe, false, LB_MAC, 2), Verdict::Drop);
+    assert_eq!(counter(&pipe, "drop_carp_not_owner"), 2);
+    assert_eq!(counter(&pipe, "flow_new"), 0, "a backup creates no states");
+    assert_eq!(run(&mut pipe, true, VMAC, 3), Verdict::Tx);
+    assert_eq!(run(&mut pipe, true, LB_MAC, 4), Verdict::Tx);
+    assert_eq!(run(&mut pipe, true, other, 5), Verdict::Drop);
+    assert_eq!(counter(&pipe, "drop_carp_not_owner"), 3);
+    assert_eq!(counter(&pipe, "flow_new"), 2);
+}

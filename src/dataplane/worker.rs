@@ -506,6 +506,29 @@ impl Worker {
         Verdict::Drop
     }
 
+    /// Whether this node handles a packet to a virtual address, as carp(4) decides. IP
+    /// balancing: every node takes the frame and `carp_lsdrop` picks by the address hash.
+    /// Otherwise (`none`, `arp`) only a MASTER takes it (`carp_ourether`): a frame to one of its
+    /// virtual MACs, or to the link's own MAC while it is MASTER. A BACKUP drops what a switch
+    /// floods to it, so two nodes never forward the same packet and a backup creates no
+    /// states of its own.
+    #[inline]
+    fn carp_owns(o: &crate::carp::Ownership, snap: &Snapshot, p: &Packet, meta: &Meta) -> bool {
+        if o.balancing.is_ip() {
+            return o.accept(&Inbound::from_meta(meta, false));
+        }
+        let master = o.lsmask != 0;
+        match p.data().get(0..6) {
+            Some(d) if p.link == LinkType::Ethernet => {
+                let mut dst = [0u8; 6];
+                dst.copy_from_slice(d);
+                o.accepts_frame(dst) || (master && dst == snap.link.mac)
+            }
+            // Captures without an Ethernet header (replay): the vhost state decides.
+            _ => master,
+        }
+    }
+
     /// Answers an ARP request for a virtual address we own, in place (RFC 826: swap sender
     /// and target, our MAC as sender). carp ARP balancing picks which vhost answers.
     fn arp(&mut self, snap: &Snapshot, p: &mut Packet, meta: &Meta) -> Verdict {
@@ -607,7 +630,7 @@ impl Worker {
                 return Verdict::Pass;
             }
             if let Some(o) = &snap.carp
-                && !o.accept(&Inbound::from_meta(meta, false))
+                && !Self::carp_owns(o, snap, p, meta)
             {
                 self.count(Stat::DropCarpNotOwner);
                 return Verdict::Drop;
