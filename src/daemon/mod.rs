@@ -562,8 +562,12 @@ fn open_interface(
             let filter = st
                 .filter()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            // A block is handed over when full or after `retire_ms`: at a balancer's rates the
+            // timer decides, so it bounds the latency carpio adds (10 ms by default; 1 ms is the
+            // kernel's floor and costs one timer per ring per ms).
             let rcfg = afpacket::RingConfig {
                 fanout_group: (queues > 1).then_some(0x4300 + index as u16),
+                retire_ms: 1,
                 ..Default::default()
             };
             let mut devs = Vec::new();
