@@ -1,167 +1,26 @@
 //! End-to-end tests of the carpio daemon on real interfaces (root; network namespaces made by
 //! `lab::Lab`, addresses in 198.18.0.0/15 only, everything removed on drop, also on failure).
 //!
-//! Topology (one-armed NAT, see `carpio::daemon`'s doc): four namespaces on one bridge (in a
-//! fifth, `sw`). The client (198.18.1.10/24) reaches the VIP 198.18.1.100 directly on the link
-//! (carpio answers its ARP); the backends (198.18.2.11, .12/24) have the balancer (198.18.2.1)
-//! as their default router, so their answers come back through carpio, which un-NATs them.
-//! Each backend runs a tiny UDP/TCP echo server (python3) answering with its own name.
+//! Topology (one-armed NAT, see `carpio::daemon`'s doc; `common::lab_daemon::topology`): the
+//! client (198.18.1.10/24) reaches the VIP 198.18.1.100 directly on the link (carpio answers
+//! its ARP); the backends (198.18.2.11, .12/24; .13 is there but not configured here) have the
+//! balancer (198.18.2.1) as their default router, so their answers come back through carpio,
+//! which un-NATs them. Each backend runs a tiny UDP/TCP echo server (python3) answering with
+//! its own name.
 //!
-//! The same scenario runs over AF_PACKET and over AF_XDP (generic mode, veth queue 0). Tests
-//! in this file serialise on a file-local mutex; each scenario is bounded in time.
+//! The same scenario runs over AF_PACKET, pnet and AF_XDP (generic mode, veth queue 0). Tests
+//! in this file run one at a time (`common::serial`); each scenario is bounded in time.
 
-use carpio::lab::{Lab, VethConfig};
+mod common;
+
+use carpio::lab::Lab;
+use common::carpio;
+use common::lab_daemon::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const VIP: &str = "198.18.1.100";
-const PORT: u16 = 5353;
-const PYTHON: &str = "/usr/bin/python3";
-
-const ECHO: &str = r#"
-import socket, sys, threading
-name = sys.argv[1].encode()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-u.bind(("0.0.0.0", 5353))
-t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", 5353))
-t.listen(16)
-def tcp():
-    while True:
-        c, _ = t.accept()
-        try:
-            c.recv(100)
-            c.sendall(name + b"\n")
-        finally:
-            c.close()
-threading.Thread(target=tcp, daemon=True).start()
-while True:
-    d, a = u.recvfrom(2048)
-    u.sendto(name, a)
-"#;
-
-fn require_root_and_tools() {
-    // A missing tool fails the test (never a silent skip).
-    assert_eq!(
-        unsafe_free_euid(),
-        0,
-        "e2e_daemon needs root (network namespaces)"
-    );
-    for tool in ["ip", "nft", "ethtool", PYTHON] {
-        let ok = Command::new(tool)
-            .arg(if tool == "ethtool" { "--version" } else { "-V" })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(ok, "{tool} is required by e2e_daemon");
-    }
-}
-
-/// The effective uid, from /proc (no libc call needed).
-fn unsafe_free_euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("carpio-e2e-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon process; SIGKILLed on drop if still running.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait (at most 10 s) for the exit status.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn carpio() -> &'static str {
-    env!("CARGO_BIN_EXE_carpio")
-}
-
-fn carpioctl(sock: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_carpioctl"))
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn config(ingress: &str, sock: &Path) -> String {
     format!(
@@ -179,81 +38,9 @@ redirect "echo" {{
     )
 }
 
-/// Builds the topology and starts the echo servers.
-fn topology(tag: &str, dir: &TempDir) -> Lab {
-    let mut lab = Lab::new(tag).unwrap();
-    for ns in ["sw", "client", "lb", "b1", "b2"] {
-        lab.ns(ns).unwrap();
-    }
-    lab.veth(&VethConfig::new("client", "c0", "sw", "pc"))
-        .unwrap();
-    lab.veth(&VethConfig::new("lb", "lb0", "sw", "pl")).unwrap();
-    lab.veth(&VethConfig::new("b1", "e0", "sw", "p1")).unwrap();
-    lab.veth(&VethConfig::new("b2", "e0", "sw", "p2")).unwrap();
-    lab.bridge("sw", "br0", &["pc", "pl", "p1", "p2"]).unwrap();
-    lab.addr("client", "c0", "198.18.1.10/24").unwrap();
-    lab.addr("lb", "lb0", "198.18.1.1/24").unwrap();
-    lab.addr("lb", "lb0", "198.18.2.1/24").unwrap();
-    lab.addr("b1", "e0", "198.18.2.11/24").unwrap();
-    lab.addr("b2", "e0", "198.18.2.12/24").unwrap();
-    for b in ["b1", "b2"] {
-        lab.ip(b, &["route", "add", "default", "via", "198.18.2.1"])
-            .unwrap();
-    }
-    // veth hands locally sent packets over with CHECKSUM_PARTIAL (only the pseudo-header sum in
-    // the UDP/TCP checksum field); a kernel-bypass receiver sees that partial sum, and carpio's
-    // incremental update of it would leave a wrong checksum on the wire. A real NIC delivers
-    // complete checksums, so the senders here compute them in software.
-    for (ns, ifname) in [("client", "c0"), ("b1", "e0"), ("b2", "e0")] {
-        lab.exec(ns, &["ethtool", "-K", ifname, "tx", "off"])
-            .unwrap();
-    }
-    // The balancer namespace must not forward on its own: carpio does.
-    lab.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
-        .unwrap();
-    let script = dir.path("echo.py");
-    std::fs::write(&script, ECHO).unwrap();
-    let s = script.to_string_lossy().into_owned();
-    lab.spawn("b1", &[PYTHON, &s, "b1"]).unwrap();
-    lab.spawn("b2", &[PYTHON, &s, "b2"]).unwrap();
-    lab
-}
-
-fn start_daemon(lab: &Lab, conf: &Path, dir: &TempDir) -> Daemon {
-    let log = dir.path("carpio.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns_name("lb"), carpio(), "-d", "-f"])
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    Daemon {
-        child: Some(child),
-        log,
-    }
-}
-
 /// One UDP query from the client namespace; `sport` 0 = a fresh port each time.
 fn udp_query(lab: &Lab, sport: u16) -> Option<String> {
     udp_query_to(lab, sport, PORT)
-}
-
-fn udp_query_to(lab: &Lab, sport: u16, port: u16) -> Option<String> {
-    lab.run_in("client", move || {
-        let s = UdpSocket::bind(("198.18.1.10", sport)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-        let vip: SocketAddr = format!("{VIP}:{port}").parse().ok()?;
-        s.send_to(b"hello", vip).ok()?;
-        let mut buf = [0u8; 64];
-        let (n, from) = s.recv_from(&mut buf).ok()?;
-        // The answer must come from the VIP (un-NATed), not from the backend's address.
-        (from == vip).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
-    .ok()
-    .flatten()
 }
 
 fn tcp_query(lab: &Lab) -> Option<String> {
@@ -270,31 +57,9 @@ fn tcp_query(lab: &Lab) -> Option<String> {
     .flatten()
 }
 
-/// Waits (bounded) until a UDP query through the VIP is answered.
-fn wait_serving(lab: &Lab, d: &Daemon, sock: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if udp_query(lab, 0).is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let counters = text(&carpioctl(sock, &["show", "counters"]));
-    let nonzero: Vec<&str> = counters
-        .lines()
-        .filter(|l| !l.trim_end().ends_with(" 0"))
-        .collect();
-    let neigh = lab.exec("lb", &["ip", "neigh"]).map(|o| text(&o));
-    panic!(
-        "carpio never answered through the VIP; log:\n{}\ncounters:\n{}\nneigh: {neigh:?}",
-        d.log(),
-        nonzero.join("\n")
-    );
-}
-
 fn scenario(tag: &str, ingress: &str) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root_and_tools();
+    let _g = common::serial();
+    require_root_and_tools("e2e_daemon");
     let started = Instant::now();
     let dir = TempDir::new(tag);
     let sock = dir.path("carpio.sock");
@@ -496,8 +261,8 @@ fn afxdp_generic_nat_end_to_end() {
 /// removes the nft table (through the ambient CAP_NET_ADMIN of the `nft` child).
 #[test]
 fn privilege_drop_keeps_serving_and_cleans_up() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root_and_tools();
+    let _g = common::serial();
+    require_root_and_tools("e2e_daemon");
     let dir = TempDir::new("priv");
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
@@ -541,8 +306,8 @@ fn privilege_drop_keeps_serving_and_cleans_up() {
 /// snapshot is rebuilt when its MAC appears: new flows then reach it.
 #[test]
 fn late_neighbour_is_resolved_and_used() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root_and_tools();
+    let _g = common::serial();
+    require_root_and_tools("e2e_daemon");
     let dir = TempDir::new("late");
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
@@ -550,7 +315,7 @@ fn late_neighbour_is_resolved_and_used() {
     let lab = topology("dlate", &dir);
     lab.ip("b2", &["link", "set", "e0", "down"]).unwrap();
     let mut d = start_daemon(&lab, &conf, &dir);
-    wait_serving(&lab, &d, &sock);
+    wait_answering(&lab, &d);
     let counters = text(&carpioctl(&sock, &["show", "counters"]));
     assert!(
         counters
@@ -579,7 +344,7 @@ fn late_neighbour_is_resolved_and_used() {
 
 #[test]
 fn check_mode_exit_codes_and_messages() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::serial();
     let dir = TempDir::new("chk");
     let good = dir.path("good.conf");
     std::fs::write(&good, config("ingress afpacket", &dir.path("s.sock"))).unwrap();
@@ -632,8 +397,8 @@ fn check_mode_exit_codes_and_messages() {
 /// and removes the macvlan.
 #[test]
 fn carp_block_runs_a_vhost_shown_by_carpioctl() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root_and_tools();
+    let _g = common::serial();
+    require_root_and_tools("e2e_daemon");
     let dir = TempDir::new("carp");
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
@@ -743,8 +508,8 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
 /// lists the relay with its session count.
 #[test]
 fn relay_block_is_served_by_the_daemon() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root_and_tools();
+    let _g = common::serial();
+    require_root_and_tools("e2e_daemon");
     let dir = TempDir::new("relay");
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");

@@ -4,14 +4,13 @@
 //! which is scraped over HTTP from the client's namespace and parsed back (prometheus-parse,
 //! plus a strict line check). Bounded in time; everything is removed on drop.
 
-#[path = "support/lab_daemon.rs"]
-mod support;
+mod common;
 
+use common::lab_daemon::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::*;
 
 const METRICS: &str = "198.18.1.1:9100";
 

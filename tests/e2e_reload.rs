@@ -9,10 +9,10 @@
 //! Runs over AF_PACKET and over AF_XDP (generic mode), one after the other. Bounded in time;
 //! nothing asserts on timing; everything is removed on drop.
 
-#[path = "support/lab_daemon.rs"]
-mod support;
+mod common;
 
 use carpio::lab::Lab;
+use common::lab_daemon::*;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,7 +20,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 const FLOWS: usize = 8;
 const EXTRA_PORT: u16 = 5355;

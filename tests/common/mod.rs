@@ -3,6 +3,8 @@
 //! check. Each test file includes this with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod lab_daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,21 +1,21 @@
-//! Shared by tests/e2e_metrics.rs and tests/e2e_reload.rs: the one-armed NAT lab of
+//! `common::lab_daemon`, used by tests/e2e_metrics.rs, tests/e2e_reload.rs and tests/e2e_daemon.rs: the one-armed NAT lab of
 //! tests/e2e_daemon.rs (client 198.18.1.10, balancer 198.18.1.1/198.18.2.1 on `lb0`, backends
 //! 198.18.2.11 and .12 routed through the balancer, all on one bridge), echo servers that name
 //! themselves (UDP and one-shot TCP on 5353, a line-by-line TCP echo on 5354 for long-lived
 //! connections), the daemon as a child process (SIGKILLed on drop) and carpioctl.
 #![allow(dead_code)]
 
+pub use super::{Daemon, TempDir, carpioctl, text};
 use carpio::lab::{Lab, VethConfig};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "198.18.1.100";
 pub const PORT: u16 = 5353;
 /// The line-echo port (long-lived TCP connections).
 pub const LINE_PORT: u16 = 5354;
-pub const PYTHON: &str = "/usr/bin/python3";
+pub use super::PYTHON;
 
 const ECHO: &str = r#"
 import socket, sys, threading
@@ -59,107 +59,9 @@ while True:
     u.sendto(name, a)
 "#;
 
+/// Fails (never skips) without root or one of the lab's tools.
 pub fn require_root_and_tools(what: &str) {
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse::<u32>().ok())
-        })
-        .unwrap_or(u32::MAX);
-    // A missing privilege or tool fails the test (never a silent skip).
-    assert_eq!(euid, 0, "{what} needs root (network namespaces)");
-    for tool in ["ip", "nft", "ethtool", PYTHON] {
-        let ok = Command::new(tool)
-            .arg(if tool == "ethtool" { "--version" } else { "-V" })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(ok, "{tool} is required by {what}");
-    }
-}
-
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("carpio-e2e-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon process; SIGKILLed on drop if still running.
-pub struct Daemon {
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait (at most 10 s) for the exit status.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub fn carpioctl(sock: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_carpioctl"))
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    super::require_root_and(what, &["ip", "nft", "ethtool", PYTHON]);
 }
 
 /// Builds the topology and starts the echo servers.
@@ -203,27 +105,7 @@ pub fn topology(tag: &str, dir: &TempDir) -> Lab {
 }
 
 pub fn start_daemon(lab: &Lab, conf: &Path, dir: &TempDir) -> Daemon {
-    let log = dir.path("carpio.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns_name("lb"),
-            env!("CARGO_BIN_EXE_carpio"),
-            "-d",
-            "-f",
-        ])
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    Daemon {
-        child: Some(child),
-        log,
-    }
+    Daemon::start(&lab.ns_name("lb"), conf, dir.path("carpio.log"))
 }
 
 /// One UDP query from the client namespace to VIP:`port`; `sport` 0 = a fresh port.
@@ -255,6 +137,19 @@ pub fn wait_resolved(d: &Daemon, sock: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("backends never resolved; log:\n{}", d.log());
+}
+
+/// Waits (bounded) until a UDP query through the VIP is answered (some backends may still be
+/// unresolved).
+pub fn wait_answering(lab: &Lab, d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if udp_query_to(lab, 0, PORT).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("carpio never answered through the VIP; log:\n{}", d.log());
 }
 
 /// Waits (bounded) until a UDP query through the VIP is answered and every backend's MAC is
