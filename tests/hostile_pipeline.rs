@@ -764,3 +764,42 @@ fn pfsync_from_a_non_peer_is_dropped_by_name() {
         );
     }
 }
+
+#[test]
+fn vlan_stacks_and_malformed_arp() {
+    let syn = syn_to_vip();
+    let tagged = |tags: usize| {
+        let mut f = syn[..12].to_vec();
+        for i in 0..tags {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 10 + i as u8]);
+        }
+        f.extend_from_slice(&syn[12..]);
+        f
+    };
+    let arp = |hlen: u8, plen: u8, cut: usize| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, hlen, plen, 0, 1]);
+        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&[198, 19, 0, 5, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&VIP.octets());
+        f.truncate(f.len() - cut);
+        f
+    };
+    let mut frames = vec![tagged(3), tagged(8)];
+    // A tag cut short: the frame ends inside the second tag.
+    frames.push(tagged(2)[..16].to_vec());
+    frames.push(arp(6, 4, 10));
+    frames.push(arp(8, 4, 0));
+    frames.push(arp(6, 16, 0));
+    let lb = interleaved(&frames, Verdict::Drop, 1024);
+    assert_eq!(
+        moved(&lb, frames.len()),
+        vec![
+            ("drop_vlan_truncated", 1),
+            ("drop_vlan_too_deep", 2),
+            ("drop_arp_truncated", 1),
+            ("drop_arp_malformed", 2),
+        ]
+    );
+}
