@@ -3,6 +3,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release
 
 .PHONY: all deps build test lint unit demo bench bench-l4 bench-lab bench-relay clean fmt
+.PHONY: fuzz fuzz-smoke
 
 all: build
 
@@ -21,6 +22,15 @@ unit: deps bpf
 	$(CARGO) test --release --all-targets --no-fail-fast
 
 test: unit lint
+
+# Fuzzing (issue 11, README "Hardening"). `make fuzz` runs each cargo-fuzz target for FUZZ_SECS
+# seconds (default 60) on stable rustc; `make fuzz-smoke` (part of `unit`, so of `make test`)
+# runs the same target bodies over the seed corpus and bounded mutations of it.
+FUZZ_SECS ?= 60
+fuzz: deps
+	FUZZ_SECS=$(FUZZ_SECS) bash scripts/fuzz.sh
+fuzz-smoke: deps
+	$(CARGO) test --release --test fuzz_smoke
 
 fmt:
 	$(CARGO) fmt --all

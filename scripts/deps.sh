@@ -9,6 +9,8 @@ set -euo pipefail
 
 # Build: clang/llvm and libbpf headers for bpf/, pkg-config for -sys crates.
 BUILD_PKGS=(clang llvm libbpf-dev pkg-config make gcc libc6-dev)
+# Fuzzing (scripts/fuzz.sh): libfuzzer-sys compiles libFuzzer's C++ sources.
+BUILD_PKGS+=(g++)
 # Tests and demo: namespaces, traffic and capture tools, and the real servers and clients
 # the end-to-end scenarios drive.
 TEST_PKGS=(iproute2 ethtool nftables tcpdump tshark iputils-ping procps psmisc

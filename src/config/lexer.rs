@@ -25,6 +25,11 @@ use super::{Diagnostic, Reject, Span};
 const MAX_MACRO_DEPTH: usize = 16;
 /// Include depth limit, a second guard beside loop detection.
 const MAX_INCLUDE_DEPTH: usize = 32;
+/// Macro expansion work (expansions plus the tokens they produce) allowed in one configuration.
+/// Depth alone does not bound it: a macro that mentions others several times grows
+/// exponentially with depth (`a = "$b $b"`, `b = "$c $c"`, ...). Found by the `config` fuzz
+/// target: a 2 KB file expanded to 4 million diagnostics and 1.5 GB before this bound.
+const MAX_EXPANSION: usize = 1 << 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tok {
@@ -96,6 +101,11 @@ struct Lexer {
     diags: Vec<Diagnostic>,
     /// Canonical paths of the files being read, outermost first (include loop detection).
     stack: Vec<PathBuf>,
+    /// What is left of [`MAX_EXPANSION`]; once spent, macros are reported, not expanded.
+    expansion_left: usize,
+    /// The macro use being expanded hit [`MAX_MACRO_DEPTH`]: the rest of it is abandoned, so
+    /// a recursive macro that mentions itself several times is reported once, not per branch.
+    too_deep: bool,
 }
 
 /// Lexes `text` (named `name` in spans); `path` is where it lives, for relative includes.
@@ -105,6 +115,8 @@ pub fn lex(name: &str, text: &str, path: Option<&Path>, defines: &[(String, Stri
         out: Vec::new(),
         diags: Vec::new(),
         stack: Vec::new(),
+        expansion_left: MAX_EXPANSION,
+        too_deep: false,
     };
     for (k, v) in defines {
         lx.macros.insert(
@@ -425,7 +437,15 @@ impl Lexer {
     }
 
     fn expand(&mut self, name: &str, span: &Span, depth: usize) {
+        if depth == 0 {
+            self.too_deep = false;
+        }
+        if self.expansion_left == 0 || self.too_deep {
+            return;
+        }
+        self.expansion_left -= 1;
         if depth >= MAX_MACRO_DEPTH {
+            self.too_deep = true;
             self.diags.push(Diagnostic::error(
                 span,
                 Reject::Macro,
@@ -449,6 +469,16 @@ impl Lexer {
         };
         let mut inner = Vec::new();
         let toks = raw_tokens(&span.file, &value, span.line, span.col, &mut inner);
+        self.expansion_left = self.expansion_left.saturating_sub(toks.len());
+        if self.expansion_left == 0 {
+            // Reported once: every later expansion returns at the top.
+            self.diags.push(Diagnostic::error(
+                span,
+                Reject::Macro,
+                format!("macros expand to more than {MAX_EXPANSION} tokens"),
+            ));
+            return;
+        }
         for d in inner {
             self.diags.push(Diagnostic {
                 span: span.clone(),
@@ -570,6 +600,30 @@ mod tests {
         assert_eq!(e, vec!["t.conf:1:3: macro 'nope' not defined"]);
         let (_, e) = toks("a = \"$a\"\nx $a\n", &[]);
         assert_eq!(e, vec!["t.conf:2:3: macro 'a' expands too deeply"]);
+    }
+
+    #[test]
+    fn exponential_macro_expansion_is_bounded() {
+        // Ten macros, each mentioning the next eight times: 8^9 tokens if expanded. Found by
+        // the `config` fuzz target (fuzz/regressions/config/).
+        let mut text = String::new();
+        for i in 0..10 {
+            let next = format!("$m{} ", i + 1);
+            text.push_str(&format!("m{i} = \"{}\"\n", next.repeat(8)));
+        }
+        text.push_str("m10 = \"x\"\nv $m0\n");
+        let (t, e) = toks(&text, &[]);
+        assert_eq!(
+            e,
+            vec![format!(
+                "t.conf:12:3: macros expand to more than {MAX_EXPANSION} tokens"
+            )]
+        );
+        assert!(t.len() <= MAX_EXPANSION + 64, "{} tokens", t.len());
+        // A self-recursive macro with fan-out is bounded the same way.
+        let (t, e) = toks("a = \"$a $a $a $a\"\nx $a\n", &[]);
+        assert!(e.len() < 64, "{} diagnostics", e.len());
+        assert!(t.len() <= MAX_EXPANSION + 64);
     }
 
     #[test]
