@@ -167,3 +167,28 @@ fn carpio_conf_5_documents_every_statement_and_block_option() {
     let missing: Vec<&String> = want.iter().filter(|w| !have.contains(*w)).collect();
     assert!(missing.is_empty(), "carpio.conf.5 lacks {missing:?}");
 }
+
+/// Every literal example of carpio.conf(5)'s EXAMPLES section (`.Bd -literal` … `.Ed`, roff's
+/// `\e` unescaped) is a valid configuration: the page shows what the parser accepts.
+#[test]
+fn carpio_conf_5_examples_parse() {
+    let page = std::fs::read_to_string(root().join("man/carpio.conf.5")).unwrap();
+    let examples = page
+        .split_once(".Sh EXAMPLES")
+        .map(|(_, rest)| rest.split(".Sh ").next().unwrap_or(""))
+        .expect("an EXAMPLES section");
+    let mut n = 0;
+    let mut rest = examples;
+    while let Some(start) = rest.find(".Bd -literal") {
+        let body = &rest[start..];
+        let body = body.split_once('\n').map_or("", |(_, b)| b);
+        let (text, after) = body.split_once("\n.Ed").expect("an .Ed for every .Bd");
+        let text = text.replace("\\e", "\\").replace("\\&", "");
+        if let Err(e) = carpio::config::parse_str("carpio.conf.5", &text, &[]) {
+            panic!("carpio.conf(5) example {n} does not parse:\n{text}\n{e}");
+        }
+        n += 1;
+        rest = after;
+    }
+    assert!(n >= 1, "EXAMPLES has at least one literal example");
+}
