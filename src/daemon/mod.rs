@@ -1159,7 +1159,7 @@ impl Daemon {
             .values()
             .map(|f| {
                 let k = f.key();
-                let svc = snap.services.get(usize::from(f.service()));
+                let svc = snap.flow_service(f).map(|(_, s)| s);
                 let vip = svc.map_or_else(|| "?".into(), |s| endpoint(s.vip, k.vip_port));
                 let backend = snap
                     .host(f.backend())

@@ -548,6 +548,16 @@ impl Snapshot {
         None
     }
 
+    /// The service a flow belongs to now, found by its VIP (a stable index), protocol and VIP
+    /// port. `Flow::service()` is the index in the snapshot that created the flow, and a
+    /// reload that adds a redirect before others moves the services' positions.
+    #[inline]
+    pub fn flow_service(&self, f: &crate::dataplane::flow::Flow) -> Option<(u16, &Service)> {
+        let k = f.key();
+        let vip = self.vips.get(usize::from(k.vip)).copied().flatten()?;
+        self.service_for(vip, k.proto, k.vip_port)
+    }
+
     /// Is `dst` a virtual address (of any service)?
     #[inline]
     pub fn is_vip(&self, dst: IpAddr) -> bool {
@@ -679,5 +689,55 @@ mod tests {
             .service_for("198.18.0.10".parse().unwrap(), 17, 53)
             .unwrap();
         assert!(svc.active_table(&s.tables).is_none());
+    }
+
+    /// A reload that adds a redirect before the others moves the services' positions; a flow
+    /// created before it still finds its own service (by VIP, protocol and port).
+    #[test]
+    fn flows_find_their_service_after_positions_move() {
+        use crate::dataplane::flow::{FlowTable, FlowTableConfig, Key, NewFlow, Origin};
+        let a = cfg("table <web> { 198.18.1.1 }\n\
+            redirect dns { listen on 198.18.0.10 udp port 53\n forward to <web> check icmp }\n");
+        let b = cfg("table <web> { 198.18.1.1 }\n\
+            redirect ntp { listen on 198.18.0.20 udp port 123\n forward to <web> check icmp }\n\
+            redirect dns { listen on 198.18.0.10 udp port 53\n forward to <web> check icmp }\n");
+        let sa = Snapshot::build(&a, &HostStates::default(), Link::default(), None).unwrap();
+        let (si, svc) = sa
+            .service_for("198.18.0.10".parse().unwrap(), 17, 53)
+            .unwrap();
+        let q = std::sync::Arc::new(crossbeam::queue::ArrayQueue::new(8));
+        let mut t = FlowTable::new(
+            &FlowTableConfig {
+                capacity: 16,
+                ..Default::default()
+            },
+            q,
+        )
+        .unwrap();
+        let key = Key {
+            proto: 17,
+            client: crate::dataplane::hash::addr16("198.19.0.1".parse().unwrap()),
+            client_port: 4000,
+            vip: svc.vip_index,
+            vip_port: 53,
+        };
+        let new = NewFlow {
+            service: si,
+            backend: 0,
+            backend_port: 53,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: None,
+            origin: Origin::Local,
+        };
+        let h = t.insert(1, &key, &new).unwrap();
+        let f = *t.get(h).unwrap();
+        let sb = Snapshot::build(&b, &HostStates::default(), Link::default(), Some(&sa)).unwrap();
+        // The stored index now names the other redirect...
+        assert_eq!(sb.services[usize::from(f.service())].name, "ntp");
+        // ...but the flow's service is found again.
+        let (_, found) = sb.flow_service(&f).unwrap();
+        assert_eq!(found.name, "dns");
+        assert_eq!(sa.flow_service(&f).unwrap().1.name, "dns");
     }
 }

@@ -903,10 +903,8 @@ impl Worker {
             self.count(Stat::PassNotOurs);
             return Verdict::Pass;
         };
-        let session = snap
-            .services
-            .get(usize::from(f.service()))
-            .map(|s| s.session_timeout);
+        let found = snap.flow_service(&f);
+        let session = found.map(|(_, s)| s.session_timeout);
         self.table
             .touch(now, h, Dir::Reply, meta.tcp_flags, session);
         self.count(Stat::FlowReturnHit);
@@ -925,9 +923,7 @@ impl Worker {
         if v == Verdict::Tx {
             // The flow's service index is the one of the snapshot that created it; a reload
             // may have moved it, so the service is found again by VIP, protocol and port.
-            let si = snap
-                .service_for(vip, meta.proto, f.key().vip_port)
-                .map_or(u16::MAX, |(si, _)| si);
+            let si = found.map_or(u16::MAX, |(si, _)| si);
             self.account(si, bi, bytes, false);
         }
         v
@@ -975,9 +971,8 @@ impl Worker {
             src: snap.link.mac,
         };
         let svc_nat = snap
-            .services
-            .get(usize::from(f.service()))
-            .is_some_and(|s| s.forward == Forward::Nat);
+            .flow_service(&f)
+            .is_some_and(|(_, s)| s.forward == Forward::Nat);
         let res = if svc_nat {
             rewrite::nat_icmp_to_backend(
                 p.data_mut(),
