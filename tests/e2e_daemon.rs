@@ -516,7 +516,7 @@ fn relay_block_is_served_by_the_daemon() {
     std::fs::write(
         &conf,
         format!(
-            "{}relay \"echorelay\" {{\n    listen on 198.18.1.1 port 7000\n    forward to <echo> port {PORT} check icmp\n}}\n",
+            "interval 1\n{}relay \"echorelay\" {{\n    listen on 198.18.1.1 port 7000\n    forward to <echo> port {PORT} check icmp\n}}\n",
             config("ingress afpacket", &sock)
         ),
     )
@@ -553,6 +553,37 @@ fn relay_block_is_served_by_the_daemon() {
         "{out}"
     );
     assert!(out.contains("total: 8 sessions"), "{out}");
+    // b2 goes silent: once its check fails, the relay stops choosing it (the health engine's
+    // transition reaches the relays as well as the workers).
+    lab.ip("b2", &["link", "set", "e0", "down"]).unwrap();
+    let down = common::wait_for(Duration::from_secs(20), || {
+        let shown = text(&carpioctl(&sock, &["show", "hosts"]));
+        shown
+            .lines()
+            .any(|l| l.contains("198.18.2.12") && l.trim_end().ends_with("down"))
+            .then_some(())
+    });
+    assert!(down.is_some(), "b2 never marked down; log:\n{}", d.log());
+    for i in 0..6 {
+        let got = lab
+            .run_in("client", || {
+                let a: SocketAddr = "198.18.1.1:7000".parse().ok()?;
+                let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                s.write_all(b"hello\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out.trim().to_string())
+            })
+            .ok()
+            .flatten();
+        assert_eq!(
+            got.as_deref(),
+            Some("b1"),
+            "session {i} after b2 went down; log:\n{}",
+            d.log()
+        );
+    }
     let st = d.terminate();
     assert!(st.is_some_and(|s| s.success()), "{st:?}: {}", d.log());
 }
