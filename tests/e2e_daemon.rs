@@ -503,6 +503,21 @@ fn carp_block_runs_a_vhost_shown_by_carpioctl() {
     );
 }
 
+/// One session through the relay on 198.18.1.1:7000: the backend's name, or `None`.
+fn relay_session(lab: &Lab) -> Option<String> {
+    lab.run_in("client", || {
+        let a: SocketAddr = "198.18.1.1:7000".parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"hello\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.trim().to_string())
+    })
+    .ok()
+    .flatten()
+}
+
 /// A `relay` block in the daemon's configuration is served by the relay engine: TCP sessions to
 /// the relay's listen address reach both backends through splice, and `carpioctl show relays`
 /// lists the relay with its session count.
@@ -526,18 +541,7 @@ fn relay_block_is_served_by_the_daemon() {
     wait_serving(&lab, &d, &sock);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..8 {
-        let got = lab
-            .run_in("client", || {
-                let a: SocketAddr = "198.18.1.1:7000".parse().ok()?;
-                let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"hello\n").ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                Some(out.trim().to_string())
-            })
-            .ok()
-            .flatten();
+        let got = relay_session(&lab);
         seen.insert(got.unwrap_or_else(|| panic!("relay session failed; log:\n{}", d.log())));
     }
     assert_eq!(
@@ -565,18 +569,7 @@ fn relay_block_is_served_by_the_daemon() {
     });
     assert!(down.is_some(), "b2 never marked down; log:\n{}", d.log());
     for i in 0..6 {
-        let got = lab
-            .run_in("client", || {
-                let a: SocketAddr = "198.18.1.1:7000".parse().ok()?;
-                let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
-                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-                s.write_all(b"hello\n").ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                Some(out.trim().to_string())
-            })
-            .ok()
-            .flatten();
+        let got = relay_session(&lab);
         assert_eq!(
             got.as_deref(),
             Some("b1"),
