@@ -14,6 +14,16 @@ use carpio::health::{Command, Handle, Update};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The tests of this file run one at a time. Each writes a check script and its engine forks to
+/// run it: a test writing its script while another test's engine forks lets the child inherit
+/// the still-open file for a moment, and exec of that script then fails with ETXTBSY ("Text
+/// file busy"), a host down that no check caused (seen once in CI).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("carpio-health-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -78,6 +88,7 @@ fn host_update(u: &Update, id: u32, new: State) -> Option<HostUpdate> {
 
 #[test]
 fn script_exit_codes_timeout_and_show_hosts() {
+    let _g = serial();
     let dir = tmpdir("codes");
     // check_script.c: positive exit = up, 0 = down; the slow one is killed at the timeout.
     let path = script(
@@ -165,6 +176,7 @@ fn script_exit_codes_timeout_and_show_hosts() {
 
 #[test]
 fn demotion_commands_and_poll_now() {
+    let _g = serial();
     let dir = tmpdir("demote");
     let flag = dir.join("up");
     std::fs::write(&flag, "").unwrap();
@@ -244,6 +256,7 @@ fn demotion_commands_and_poll_now() {
 
 #[test]
 fn no_check_hosts_are_up() {
+    let _g = serial();
     let cfg = EngineConfig {
         tables: vec![table(Check::None, None)],
         hosts: vec![host(1, "198.18.0.2"), host(2, "198.18.0.3")],
@@ -255,6 +268,7 @@ fn no_check_hosts_are_up() {
 
 #[test]
 fn parent_children_follow_and_table_disable() {
+    let _g = serial();
     let dir = tmpdir("parent");
     let flag = dir.join("up");
     std::fs::write(&flag, "").unwrap();
@@ -335,6 +349,7 @@ fn parent_children_follow_and_table_disable() {
 /// relayd runs check scripts as its unprivileged user; carpio as the config's `user`.
 #[test]
 fn script_runs_as_the_configured_user() {
+    let _g = serial();
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
