@@ -794,7 +794,7 @@ fn parse_dnsperf(out: &str) -> Result<BTreeMap<String, f64>, String> {
 
 /// `carpio bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    // Namespaces need root (effective uid 0, from /proc: no unsafe outside src/sys).
+    // Namespaces need root (effective uid 0, read from /proc, so no libc call is needed here).
     let euid0 = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
