@@ -346,28 +346,50 @@ fn garbage_oversized_and_half_written_requests() {
 
     // Connections held open with half a request fill the 16 slots: the 17th is refused by
     // name (an error reply, then close), and once they go the socket answers again.
-    let held: Vec<UnixStream> = (0..carpio::ctl::server::MAX_CLIENTS)
-        .map(|_| {
-            let mut s = UnixStream::connect(&sock).expect("connect");
-            s.write_all(b"{\"cmd\":").expect("write");
-            s
-        })
+    // The vanished clients' threads above may still hold slots for a moment, and a held
+    // connection that arrives then is itself refused: such ones are replaced until all 16
+    // hold a slot. The probe sends a garbage line, so a probe that gets a slot is answered
+    // at once (a parse error, never reaching the parent) instead of waiting for a timeout.
+    let hold = || {
+        let mut s = UnixStream::connect(&sock).expect("connect");
+        s.write_all(b"{\"cmd\":").expect("write");
+        s
+    };
+    let mut held: Vec<UnixStream> = (0..carpio::ctl::server::MAX_CLIENTS)
+        .map(|_| hold())
         .collect();
-    // The slots are taken by the accept thread asynchronously: poll (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut refused = None;
+    let mut probes_served = 0;
     while Instant::now() < deadline {
         let mut s = UnixStream::connect(&sock).expect("connect");
-        let got = replies(&mut s, 1);
-        if let Some(Response::Error { message }) = got.first()
-            && message.contains("too many")
-        {
-            refused = Some(message.clone());
-            break;
+        s.write_all(b"probe\n").expect("write");
+        match replies(&mut s, 1).first() {
+            Some(Response::Error { message }) if message.contains("too many") => {
+                refused = Some(message.clone());
+                break;
+            }
+            _ => probes_served += 1,
+        }
+        drop(s);
+        // A held connection that was refused has an error line (or EOF) to read; one that
+        // holds a slot has nothing. Replace the refused ones.
+        for h in held.iter_mut() {
+            h.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            let mut b = [0u8; 1];
+            if !matches!(std::io::Read::read(h, &mut b), Err(ref e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+            {
+                *h = hold();
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(refused.is_some(), "the 17th connection was not refused");
+    assert!(
+        refused.is_some(),
+        "the 17th connection was not refused ({probes_served} probes were served)"
+    );
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut back = false;
