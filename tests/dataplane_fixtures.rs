@@ -267,6 +267,33 @@ fn ip_packet(src: IpAddr, dst: IpAddr, l4: L4, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// `ip` as a router forwards it: TTL / hop limit one less, the IPv4 header checksum
+/// recomputed from scratch (NAT forwards like pf's rdr through `ip_forward`).
+fn forwarded(mut ip: Vec<u8>) -> Vec<u8> {
+    if ip[0] >> 4 == 4 {
+        ip[8] -= 1;
+        ip[10..12].fill(0);
+        let c = finish16(sum16(&ip[..20], 0));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        ip[7] -= 1;
+    }
+    ip
+}
+
+/// `ip` with its TTL / hop limit set to `ttl` (IPv4 header checksum recomputed).
+fn with_ttl(mut ip: Vec<u8>, ttl: u8) -> Vec<u8> {
+    if ip[0] >> 4 == 4 {
+        ip[8] = ttl;
+        ip[10..12].fill(0);
+        let c = finish16(sum16(&ip[..20], 0));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        ip[7] = ttl;
+    }
+    ip
+}
+
 fn ethertype(ip: &[u8]) -> [u8; 2] {
     if ip[0] >> 4 == 6 {
         [0x86, 0xdd]
@@ -594,12 +621,12 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
             Mode::Nat => eth(
                 a.macs[b],
                 LB_MAC,
-                &ip_packet(
+                &forwarded(ip_packet(
                     client,
                     a.backends[b],
                     l4(CLIENT_PORT, bport, flags),
                     payload,
-                ),
+                )),
             ),
             Mode::Dsr => eth(a.macs[b], LB_MAC, &inner),
             Mode::Ipip | Mode::Gue => {
@@ -660,7 +687,12 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
                 payload,
             )
         };
-        let unnat = ip_packet(a.vip, a.client, l4(vport, CLIENT_PORT, synack), payload);
+        let unnat = forwarded(ip_packet(
+            a.vip,
+            a.client,
+            l4(vport, CLIENT_PORT, synack),
+            payload,
+        ));
         steps.push(fx(
             "reply path: backend → client is un-NATed",
             eth(LB_MAC, a.macs[0], &reply(0)),
@@ -696,7 +728,7 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
             Some(eth(
                 CLIENT_MAC,
                 LB_MAC,
-                &ip_packet(
+                &forwarded(ip_packet(
                     a.vip,
                     a.client,
                     L4::IcmpError {
@@ -705,7 +737,7 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
                         quote: &q_out,
                     },
                     b"",
-                ),
+                )),
             )),
             Verdict::Tx,
             vec!["tx_icmp_error_to_client"],
@@ -733,7 +765,7 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
                 l4(bport, CLIENT_PORT, ack),
                 payload,
             );
-            ip_packet(
+            forwarded(ip_packet(
                 a.router,
                 a.backends[0],
                 L4::IcmpError {
@@ -742,7 +774,7 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
                     quote: &q,
                 },
                 b"",
-            )
+            ))
         }
         _ => icmp_in.clone(),
     };
@@ -776,7 +808,12 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
             l4(bport, CLIENT_PORT, ack),
             payload,
         );
-        let unnat = ip_packet(a.vip, a.client, l4(vport, CLIENT_PORT, ack), payload);
+        let unnat = forwarded(ip_packet(
+            a.vip,
+            a.client,
+            l4(vport, CLIENT_PORT, ack),
+            payload,
+        ));
         steps.push(fx(
             "reply path from the new backend",
             eth(LB_MAC, a.macs[1], &reply),
@@ -796,6 +833,64 @@ fn sequence(mode: Mode, fam: Fam, proto: Proto) -> Vec<Step> {
             None,
             Verdict::Pass,
             vec!["pass_not_ours"],
+        ));
+    }
+    // TTL / hop limit. NAT forwards like a router: a packet arriving with 1 left is
+    // answered with time exceeded from the VIP (type 11 / ICMPv6 type 3, code 0, quoting the
+    // packet) and creates no flow; the backend's reply with 1 left is dropped by name. DSR
+    // and tunnels deliver to a host owning the VIP: TTL 1 goes through unchanged.
+    let last_hop = with_ttl(to_vip(a.other_client, syn), 1);
+    if mode == Mode::Nat {
+        let (te_ty, te_code) = match fam {
+            Fam::V4 => (11, 0),
+            Fam::V6 => (3, 0),
+        };
+        // The reply's IP header is carpio's own (id 0, TTL 64, no DF): build it here by the
+        // same rules and compare; its checksums are verified independently below.
+        let mut reply = ip_packet(
+            a.vip,
+            a.other_client,
+            L4::IcmpError {
+                ty: te_ty,
+                code: te_code,
+                quote: &last_hop,
+            },
+            b"",
+        );
+        if fam == Fam::V4 {
+            reply[4..6].fill(0);
+            reply = with_ttl(reply, 64);
+        }
+        steps.push(fx(
+            "TTL 1 to a NAT service is answered with time exceeded, no flow",
+            eth(LB_MAC, CLIENT_MAC, &last_hop),
+            Some(eth(CLIENT_MAC, LB_MAC, &reply)),
+            Verdict::Tx,
+            vec!["tx_icmp_time_exceeded"],
+        ));
+        let reply_ttl1 = with_ttl(
+            ip_packet(
+                a.backends[1],
+                a.client,
+                l4(bport, CLIENT_PORT, ack),
+                payload,
+            ),
+            1,
+        );
+        steps.push(fx(
+            "a backend's reply with TTL 1 is dropped by name",
+            eth(LB_MAC, a.macs[1], &reply_ttl1),
+            None,
+            Verdict::Drop,
+            vec!["flow_return_hit", "drop_rewrite"],
+        ));
+    } else if mode == Mode::Dsr {
+        steps.push(fx(
+            "TTL 1 is delivered to the backend unchanged (the backend owns the VIP)",
+            eth(LB_MAC, CLIENT_MAC, &last_hop),
+            Some(eth(a.macs[1], LB_MAC, &last_hop)),
+            Verdict::Tx,
+            vec!["flow_new", tx],
         ));
     }
     steps.push(fx(
@@ -877,8 +972,9 @@ fn every_mode_family_and_protocol() {
             }
         }
     }
-    // 4 modes × 2 families × 2 protocols, NAT with four more fixtures each.
-    assert_eq!(fixtures, 4 * 2 * 2 * 9 + 2 * 2 * 4);
+    // 4 modes × 2 families × 2 protocols, NAT with four more fixtures each; the TTL ones:
+    // two for NAT, one for DSR.
+    assert_eq!(fixtures, 4 * 2 * 2 * 9 + 2 * 2 * 4 + 2 * 2 * 2 + 2 * 2);
 }
 
 /// Every truncation of every fixture input (a parser fed a short frame) is dropped by a named
@@ -1000,7 +1096,7 @@ impl Sequence {
                 eth(
                     a.macs[0],
                     LB_MAC,
-                    &ip_packet(self.client, a.backends[0], l4, b"q"),
+                    &forwarded(ip_packet(self.client, a.backends[0], l4, b"q")),
                 )
             }
             Mode::Dsr => eth(a.macs[0], LB_MAC, &self.inner()),
@@ -1110,12 +1206,12 @@ fn replay_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
                     output.push(eth(
                         a.macs[0],
                         LB_MAC,
-                        &ip_packet(
+                        &forwarded(ip_packet(
                             client,
                             a.backends[0],
                             l4(CLIENT_PORT, NAT_PORT, flags),
                             b"in",
-                        ),
+                        )),
                     ));
                 }
                 input.push(eth(
@@ -1131,7 +1227,12 @@ fn replay_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
                 output.push(eth(
                     CLIENT_MAC,
                     LB_MAC,
-                    &ip_packet(a.vip, client, l4(vport, CLIENT_PORT, 0x12), b"out"),
+                    &forwarded(ip_packet(
+                        a.vip,
+                        client,
+                        l4(vport, CLIENT_PORT, 0x12),
+                        b"out",
+                    )),
                 ));
             }
         }

@@ -761,6 +761,68 @@ fn icmp_too_big_v4_and_v6() {
 }
 
 #[test]
+fn decrement_ttl_v4_and_v6() {
+    for (client, vip) in [(v4(10), v4(1)), (v6(10), v6(1))] {
+        let mut f = eth(&ip_packet(client, vip, UDP, 40000, 53, b"q"));
+        let m = meta_for_test_frame(&f);
+        let start = m.ttl;
+        let before = f.clone();
+        rewrite::decrement_ttl(&mut f, &m).unwrap();
+        verify(&f);
+        let n = meta_for_test_frame(&f);
+        assert_eq!(n.ttl, start - 1);
+        let ttl_at = if client.is_ipv4() { 14 + 8 } else { 14 + 7 };
+        // Only the TTL and (IPv4) the header checksum change.
+        let changed: Vec<usize> = (0..f.len()).filter(|&i| f[i] != before[i]).collect();
+        assert!(changed.contains(&ttl_at), "{changed:?}");
+        assert!(
+            changed
+                .iter()
+                .all(|&i| i == ttl_at || (client.is_ipv4() && (24..26).contains(&i))),
+            "{changed:?}"
+        );
+        // Down to 1: refused, the frame untouched.
+        for ttl in [1u8, 0] {
+            let mut g = f.clone();
+            g[ttl_at] = ttl;
+            let gm = meta_for_test_frame(&g);
+            let kept = g.clone();
+            assert_eq!(rewrite::decrement_ttl(&mut g, &gm), Err(Error::TtlExpired));
+            assert_eq!(g, kept);
+        }
+    }
+}
+
+#[test]
+fn icmp_time_exceeded_v4_and_v6() {
+    for (client, vip) in [(v4(10), v4(1)), (v6(10), v6(1))] {
+        let frame = eth(&ip_packet(client, vip, UDP, 40000, 53, b"last hop"));
+        let m = meta_for_test_frame(&frame);
+        let mut out = [0u8; 2048];
+        let n = encap::icmp_error(&frame, &m, encap::IcmpError::TimeExceeded, &mut out).unwrap();
+        let r = &out[..n];
+        verify(r);
+        let rm = meta_for_test_frame(r);
+        assert_eq!((rm.src, rm.dst), (vip, client));
+        let l4 = rm.l4 as usize;
+        let ty = if client.is_ipv4() { 11 } else { 3 };
+        assert_eq!((r[l4], r[l4 + 1]), (ty, 0), "time exceeded in transit");
+        assert_eq!(&r[l4 + 8..], &frame[14..], "the whole packet is quoted");
+        // Never to a multicast source.
+        let mut mm = m;
+        mm.src = if client.is_ipv4() {
+            "224.0.0.1".parse().unwrap()
+        } else {
+            "ff02::1".parse().unwrap()
+        };
+        assert_eq!(
+            encap::icmp_error(&frame, &mm, encap::IcmpError::TimeExceeded, &mut out),
+            Err(Error::NotUnicastSource)
+        );
+    }
+}
+
+#[test]
 fn icmp_errors_hash_to_the_worker_of_their_flow() {
     use carpio::dataplane::hash;
     for (client, vip) in [(v4(10), v4(1)), (v6(10), v6(1))] {

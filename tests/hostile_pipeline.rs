@@ -475,9 +475,10 @@ fn fragment_flood_at_a_vip() {
 
 #[test]
 fn ttl_expired_and_time_exceeded() {
-    // TTL 0 and 1 to the VIP. carpio is the flow's last hop before the backend and, like LVS-DR
-    // and Katran, forwards without decrementing the TTL (OpenBSD's ip_forward would answer
-    // time-exceeded instead): served, as new flows.
+    // TTL 0 and 1 to the VIP's NAT service. NAT forwards like a router (pf's rdr goes through
+    // ip_forward): each is answered with ICMP time exceeded from the VIP, never forwarded and
+    // never made a flow. (DSR and tunnels deliver untouched, like LVS-DR and Katran: the
+    // fixtures in dataplane_fixtures cover that.)
     let mut frames = Vec::new();
     for ttl in [0u8, 1] {
         let mut f = tcp(Ipv4Addr::new(198, 19, 8, ttl + 1), 41_000, VIP, 80, 1, SYN);
@@ -488,13 +489,18 @@ fn ttl_expired_and_time_exceeded() {
     let lb = interleaved(&frames, Verdict::Tx, 1024);
     assert_eq!(
         moved(&lb, frames.len()),
-        vec![
-            ("ipv4_tcp", 2),
-            ("tx_nat_in", 2),
-            ("flow_new", 2),
-            ("flow_insert", 2)
-        ]
+        vec![("ipv4_tcp", 2), ("tx_icmp_time_exceeded", 2)]
     );
+    for (i, f) in frames.iter().enumerate() {
+        let mut one = Lb::new(1024);
+        let out = one.run(std::slice::from_ref(f), 3);
+        let (v, r) = &out[0];
+        assert_eq!(*v, Verdict::Tx);
+        assert_eq!((r[14 + 9], r[34], r[35]), (1, 11, 0), "ICMP time exceeded");
+        assert_eq!(&r[26..30], &VIP.octets(), "from the VIP");
+        assert_eq!(&r[30..34], &[198, 19, 8, i as u8 + 1], "to the sender");
+        assert_eq!(&r[42..], &f[14..], "quoting the packet");
+    }
 
     // Spoofed ICMP time-exceeded errors at the VIP quoting flows nobody has: passed to the
     // kernel (which owns the VIP's ICMP), never matched to a legitimate flow.

@@ -53,6 +53,10 @@ const V6_ICMP_ERROR_MAX: usize = 1280;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMP time exceeded, code 0 "time to live exceeded in transit" (RFC 792).
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMPv6 time exceeded, code 0 "hop limit exceeded in transit" (RFC 4443 §3.3).
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
 /// Offset of the next-hop MTU in an ICMP frag-needed (RFC 1191 §4: 16 bits at 6) and in an
 /// ICMPv6 packet-too-big (RFC 4443 §3.2: 32 bits at 4).
 const ICMP_MTU_V4: usize = 6;
@@ -268,8 +272,38 @@ fn write_v6(
 /// link with the MAC addresses swapped, and quotes as much of the packet as the error size
 /// limits allow. Returns the reply frame's length.
 pub fn icmp_too_big(orig: &[u8], meta: &Meta, mtu: u16, out: &mut [u8]) -> Result<usize, Error> {
+    icmp_error(orig, meta, IcmpError::TooBig { mtu }, out)
+}
+
+/// An ICMP/ICMPv6 error the data plane answers with itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpError {
+    /// Fragmentation needed / packet too big, announcing the MTU.
+    TooBig { mtu: u16 },
+    /// TTL / hop limit exceeded in transit: a NAT'ed packet that arrived with TTL 1 or 0
+    /// (RFC 1812 §5.3.1: a router never forwards it; pf's rdr goes through `ip_forward`,
+    /// which answers this way).
+    TimeExceeded,
+}
+
+/// Builds into `out` the error `kind` in reply to the frame `orig` (classified as `meta`),
+/// like [`icmp_too_big`]: from the packet's destination to its source, back over the same
+/// link, quoting as much as the error size limits allow. Returns the reply frame's length.
+pub fn icmp_error(
+    orig: &[u8],
+    meta: &Meta,
+    kind: IcmpError,
+    out: &mut [u8],
+) -> Result<usize, Error> {
     if meta.quoted.is_some() {
         return Err(Error::AboutIcmpError);
+    }
+    let unicast = match meta.src {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+    };
+    if !unicast {
+        return Err(Error::NotUnicastSource);
     }
     let l3 = usize::from(meta.l3);
     let end = usize::from(meta.end);
@@ -303,9 +337,14 @@ pub fn icmp_too_big(orig: &[u8], meta: &Meta, mtu: u16, out: &mut [u8]) -> Resul
             write_v4(frame, l3, 0, false, total as u16, PROTO_ICMP, src, dst)?;
             let h = bytes_mut(frame, icmp, ICMP_HEADER)?;
             h.fill(0);
-            h[ICMP_TYPE] = ICMP_DEST_UNREACH;
-            h[ICMP_CODE] = ICMP_FRAG_NEEDED;
-            write16(frame, icmp + ICMP_MTU_V4, mtu)?;
+            match kind {
+                IcmpError::TooBig { mtu } => {
+                    h[ICMP_TYPE] = ICMP_DEST_UNREACH;
+                    h[ICMP_CODE] = ICMP_FRAG_NEEDED;
+                    write16(frame, icmp + ICMP_MTU_V4, mtu)?;
+                }
+                IcmpError::TimeExceeded => h[ICMP_TYPE] = ICMP_TIME_EXCEEDED,
+            }
             let c = checksum(bytes(frame, icmp, ICMP_HEADER + quote)?);
             write16(frame, icmp + ICMP_CHECKSUM, c)?;
         }
@@ -314,8 +353,13 @@ pub fn icmp_too_big(orig: &[u8], meta: &Meta, mtu: u16, out: &mut [u8]) -> Resul
             write_v6(frame, l3, 0, 0, plen, PROTO_ICMPV6, src, dst)?;
             let h = bytes_mut(frame, icmp, ICMP_HEADER)?;
             h.fill(0);
-            h[ICMP_TYPE] = ICMPV6_PACKET_TOO_BIG;
-            h[ICMP_MTU_V6..].copy_from_slice(&u32::from(mtu).to_be_bytes());
+            match kind {
+                IcmpError::TooBig { mtu } => {
+                    h[ICMP_TYPE] = ICMPV6_PACKET_TOO_BIG;
+                    h[ICMP_MTU_V6..].copy_from_slice(&u32::from(mtu).to_be_bytes());
+                }
+                IcmpError::TimeExceeded => h[ICMP_TYPE] = ICMPV6_TIME_EXCEEDED,
+            }
             let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) else {
                 return Err(Error::AfMismatch);
             };

@@ -47,6 +47,11 @@ crate::named_counters! {
         NoRoom = "drop_icmp_reply_no_room",
         /// Never answer an ICMP error with an ICMP error (RFC 1122 §3.2.2, RFC 4443 §2.4(e)).
         AboutIcmpError = "drop_icmp_reply_about_icmp_error",
+        /// Never send an ICMP error to a source that is not one host's address: multicast,
+        /// broadcast, unspecified (RFC 1122 §3.2.2, RFC 4443 §2.4(e)).
+        NotUnicastSource = "drop_icmp_reply_not_unicast_source",
+        /// A TTL / hop limit of 0 or 1 cannot be decremented for forwarding.
+        TtlExpired = "drop_rewrite_ttl_expired",
     }
 }
 
@@ -280,6 +285,38 @@ pub fn set_macs(frame: &mut [u8], meta: &Meta, macs: &Macs) -> Result<(), Error>
 #[inline]
 pub fn dsr(frame: &mut [u8], meta: &Meta, macs: &Macs) -> Result<(), Error> {
     set_macs(frame, meta, macs)
+}
+
+/// Decrements the IPv4 TTL (updating the header checksum: TTL and protocol form one 16-bit
+/// word, RFC 1624) or the IPv6 hop limit of a packet the data plane forwards as a router
+/// does (NAT: pf's rdr sends it through `ip_forward`, RFC 1812 §5.3.1). A TTL of 0 or 1 is
+/// refused ([`Error::TtlExpired`]); the caller answers or drops such packets before this.
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8], meta: &Meta) -> Result<(), Error> {
+    let l3 = usize::from(meta.l3);
+    match meta.af {
+        Af::V4 => {
+            let at = l3 + V4_TTL;
+            let word = bytes(frame, at, 2)?;
+            let (ttl, proto) = (word[0], word[1]);
+            if ttl <= 1 {
+                return Err(Error::TtlExpired);
+            }
+            let sum = Sum {
+                at: l3 + V4_CHECKSUM,
+                kind: SumKind::Plain,
+            };
+            patch(frame, at, &[ttl - 1, proto], &[sum], None)
+        }
+        Af::V6 => {
+            let b = bytes_mut(frame, l3 + V6_HOP_LIMIT, 1)?;
+            if b[0] <= 1 {
+                return Err(Error::TtlExpired);
+            }
+            b[0] -= 1;
+            Ok(())
+        }
+    }
 }
 
 /// Rewrites one end (address and, for TCP/UDP, port) of a packet, with its checksums.

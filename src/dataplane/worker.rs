@@ -10,7 +10,7 @@
 //! A worker owns its flow table and counters; it reads the [`Snapshot`] once per batch and never
 //! blocks, locks, allocates, logs or makes a syscall per packet. Time is a parameter.
 
-use super::encap::{self, Outer, Tunnel};
+use super::encap::{self, IcmpError, Outer, Tunnel};
 use super::flow::{self, FlowTable, FlowTableConfig, InsertError, Key, NewFlow, Origin, ReturnKey};
 use super::hash;
 use super::rewrite::{self, Macs};
@@ -35,6 +35,8 @@ crate::named_counters! {
         TxIcmpToBackend = "tx_icmp_error_to_backend",
         TxIcmpToClient = "tx_icmp_error_to_client",
         TxIcmpTooBig = "tx_icmp_too_big",
+        /// A NAT'ed packet arrived with TTL/hop limit 0 or 1: answered with time exceeded.
+        TxIcmpTimeExceeded = "tx_icmp_time_exceeded",
         TxArpReply = "tx_arp_reply",
         FlowNew = "flow_new",
         FlowHit = "flow_hit",
@@ -59,6 +61,9 @@ crate::named_counters! {
         DropReturnCollision = "drop_return_collision",
         DropRewrite = "drop_rewrite",
         DropNoTunnelSource = "drop_no_tunnel_source",
+        /// TTL/hop limit 0 or 1 to a NAT service, not answered: over the per-second ICMP
+        /// budget, or the packet may not be answered (an ICMP error, a multicast source).
+        DropTtlExceeded = "drop_ttl_exceeded",
     }
 }
 
@@ -188,6 +193,10 @@ pub struct Worker {
     control: Option<Arc<ArrayQueue<Box<ControlFrame>>>>,
     commands: Option<Arc<ArrayQueue<Command>>>,
     too_big: Box<[u8]>,
+    /// Time-exceeded replies left in the second `icmp_second` (Linux's icmp_ratelimit idea:
+    /// a flood of TTL-1 packets is not reflected at line rate).
+    icmp_left: u32,
+    icmp_second: u32,
     /// Traffic per service, indexed like the current snapshot's `services`; `svc_ids` says
     /// which service each slot belongs to, so a new snapshot carries the figures over by
     /// identity (plain per-worker arrays: no lock or atomic on the hot path).
@@ -240,6 +249,8 @@ impl Worker {
             control,
             commands: None,
             too_big: vec![0u8; 1600].into_boxed_slice(),
+            icmp_left: 0,
+            icmp_second: u32::MAX,
             svc_traffic: Vec::new(),
             svc_ids: Vec::new(),
             host_traffic: Vec::new(),
@@ -635,6 +646,12 @@ impl Worker {
                 self.count(Stat::DropCarpNotOwner);
                 return Verdict::Drop;
             }
+            // NAT forwards like a router (pf's rdr goes through ip_forward): a packet whose
+            // TTL runs out here is answered, never forwarded. DSR and tunnels deliver the
+            // packet to a host that owns the VIP, as Katran and IPVS-DR do, untouched.
+            if svc.forward == Forward::Nat && meta.ttl <= 1 {
+                return self.time_exceeded(p, meta, now);
+            }
             return self.inbound(snap, p, meta, si, svc, vip_index, now);
         }
         if snap.any_nat {
@@ -766,7 +783,10 @@ impl Worker {
         let addr = host.addr;
         let v = match svc.forward {
             Forward::Nat => self.finish(
-                rewrite::nat_to_backend(p.data_mut(), meta, addr, bport, Some(&macs))
+                rewrite::decrement_ttl(p.data_mut(), meta)
+                    .and_then(|()| {
+                        rewrite::nat_to_backend(p.data_mut(), meta, addr, bport, Some(&macs))
+                    })
                     .map(|_| Stat::TxNatIn),
             ),
             Forward::Dsr => {
@@ -917,7 +937,12 @@ impl Worker {
             src: snap.link.mac,
         };
         let bytes = p.data().len();
-        let res = rewrite::nat_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
+        // Forwarded like a router: a backend's reply with TTL 1 is dropped and counted
+        // (drop_rewrite_ttl_expired), never answered from the client's address.
+        let res = rewrite::decrement_ttl(p.data_mut(), meta)
+            .and_then(|()| {
+                rewrite::nat_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
+            })
             .map(|_| Stat::TxNatOut);
         let v = self.finish(res);
         if v == Verdict::Tx {
@@ -974,14 +999,17 @@ impl Worker {
             .flow_service(&f)
             .is_some_and(|(_, s)| s.forward == Forward::Nat);
         let res = if svc_nat {
-            rewrite::nat_icmp_to_backend(
-                p.data_mut(),
-                meta,
-                host.addr,
-                f.backend_port(),
-                Some(&macs),
-            )
-            .map(|_| Stat::TxIcmpToBackend)
+            rewrite::decrement_ttl(p.data_mut(), meta)
+                .and_then(|()| {
+                    rewrite::nat_icmp_to_backend(
+                        p.data_mut(),
+                        meta,
+                        host.addr,
+                        f.backend_port(),
+                        Some(&macs),
+                    )
+                })
+                .map(|_| Stat::TxIcmpToBackend)
         } else {
             rewrite::dsr(p.data_mut(), meta, &macs).map(|_| Stat::TxIcmpToBackend)
         };
@@ -1021,12 +1049,50 @@ impl Worker {
             dst,
             src: snap.link.mac,
         };
-        let res =
-            rewrite::nat_icmp_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
-                .map(|_| Stat::TxIcmpToClient);
+        let res = rewrite::decrement_ttl(p.data_mut(), meta)
+            .and_then(|()| {
+                rewrite::nat_icmp_to_client(p.data_mut(), meta, vip, f.key().vip_port, Some(&macs))
+            })
+            .map(|_| Stat::TxIcmpToClient);
         self.finish(res)
     }
+
+    /// Answers a packet to a NAT service whose TTL ran out with ICMP time exceeded from the
+    /// VIP, within [`ICMP_PER_SECOND`] replies a second; the rest are dropped and counted.
+    #[cold]
+    fn time_exceeded(&mut self, p: &mut Packet, meta: &Meta, now: u32) -> Verdict {
+        if now != self.icmp_second {
+            self.icmp_second = now;
+            self.icmp_left = ICMP_PER_SECOND;
+        }
+        if self.icmp_left == 0 {
+            self.count(Stat::DropTtlExceeded);
+            return Verdict::Drop;
+        }
+        match encap::icmp_error(p.data(), meta, IcmpError::TimeExceeded, &mut self.too_big) {
+            Ok(n) => {
+                self.icmp_left -= 1;
+                let (ts, link) = (p.ts_ns, p.link);
+                if p.fill(&self.too_big[..n], ts, link) {
+                    self.count(Stat::TxIcmpTimeExceeded);
+                    Verdict::Tx
+                } else {
+                    self.count(Stat::DropRewrite);
+                    Verdict::Drop
+                }
+            }
+            Err(e) => {
+                self.rewrite_errors.add(e.index(), 1);
+                self.count(Stat::DropTtlExceeded);
+                Verdict::Drop
+            }
+        }
+    }
 }
+
+/// Time-exceeded replies a worker sends per second at most (Linux's default
+/// `net.ipv4.icmp_msgs_per_sec` is 1000 for the whole host).
+pub const ICMP_PER_SECOND: u32 = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -1060,6 +1126,48 @@ mod tests {
         f.extend_from_slice(&[0, 0]);
         f.extend(std::iter::repeat_n(b'x', payload));
         f
+    }
+
+    /// `f` with its IPv4 TTL set to `ttl` and the header checksum recomputed.
+    fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+        f[14 + 8] = ttl;
+        f[24..26].fill(0);
+        let c = crate::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn time_exceeded_replies_are_limited_per_second() {
+        let (mut w, _cell, _cfg) = traffic_worker(TRAFFIC_CONF);
+        let last_hop = with_ttl(udp([198, 18, 9, 1], 4000, [198, 18, 0, 10], 53, 4), 1);
+        let frames = vec![last_hop.clone(); ICMP_PER_SECOND as usize + 5];
+        let out = run(&mut w, &frames, 7);
+        let sent = out.iter().filter(|(v, _)| *v == Verdict::Tx).count();
+        assert_eq!(sent, ICMP_PER_SECOND as usize);
+        assert!(
+            out.iter()
+                .all(|(v, f)| *v == Verdict::Tx && f[14 + 9] == 1 || *v == Verdict::Drop)
+        );
+        assert_eq!(w.stats.get(Stat::DropTtlExceeded.index()), 5);
+        assert_eq!(w.flows().len(), 0, "an expired packet creates no flow");
+        // The next second has a new budget; TTL 2 is forwarded with TTL 1.
+        let out = run(
+            &mut w,
+            &[
+                last_hop,
+                with_ttl(udp([198, 18, 9, 1], 4000, [198, 18, 0, 10], 53, 4), 2),
+            ],
+            8,
+        );
+        assert_eq!(out[0].0, Verdict::Tx);
+        assert_eq!(out[1].0, Verdict::Tx);
+        assert_eq!(out[1].1[14 + 8], 1);
+        assert_eq!(
+            w.stats.get(Stat::TxIcmpTimeExceeded.index()),
+            ICMP_PER_SECOND as u64 + 1
+        );
+        assert_eq!(w.stats.get(Stat::TxNatIn.index()), 1);
     }
 
     const TRAFFIC_CONF: &str = "table <t> { 198.18.1.1 lladdr \"02:00:00:00:01:01\", \
