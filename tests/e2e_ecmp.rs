@@ -578,7 +578,10 @@ fn cluster(tag: &str, perf: bool) -> Cluster {
         // BIRD reads the include at start: begin with no route (what carpio writes too).
         std::fs::write(
             &routes,
-            carpio::route::render(&std::collections::BTreeSet::new()),
+            carpio::route::render(
+                &std::collections::BTreeSet::new(),
+                carpio::config::DEFAULT_BIRD_DEVICE,
+            ),
         )
         .unwrap();
         let bconf = dir.path(&format!("{ns}-bird.conf"));
