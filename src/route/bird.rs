@@ -399,8 +399,7 @@ mod tests {
         ));
     }
 
-    /// A lab namespace with the TUN device in it (never in the root namespace); the lab goes
-    /// last (declared first by the caller).
+    /// A lab namespace with the TUN device in it (never in the root namespace).
     fn lab_tun(tag: &str) -> (crate::lab::Lab, Tun) {
         let mut lab = crate::lab::Lab::new(tag).unwrap();
         lab.ns("n").unwrap();
@@ -537,6 +536,50 @@ mod tests {
         h.shutdown(Duration::from_millis(300));
         // The file was written (BIRD reads it when it comes back).
         assert!(d.join("routes.conf").exists());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// At shutdown the carrier goes first: BIRD drops the routes although it does not answer
+    /// the `configure` that empties the file (here it stalls), while the device still exists.
+    #[test]
+    fn shutdown_drops_the_carrier_before_bird_answers() {
+        let d = tmpdir("stall");
+        let sock = d.join("bird.ctl");
+        let l = UnixListener::bind(&sock).unwrap();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let fake = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"0001 BIRD 2.0.12 ready.\n").unwrap();
+            let mut cmd = [0u8; 10];
+            c.read_exact(&mut cmd).unwrap();
+            c.write_all(b"0003 Reconfigured\n").unwrap();
+            // The withdrawal: greeted, then answered only once the test has looked.
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"0001 BIRD 2.0.12 ready.\n").unwrap();
+            let _ = c.read_exact(&mut cmd);
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            let _ = c.write_all(b"0003 Reconfigured\n");
+        });
+        let (lab, tun) = lab_tun("birds");
+        let h = Handle::spawn(sock, d.join("routes.conf"), tun).unwrap();
+        h.want(["198.18.1.100".parse().unwrap()].into_iter().collect());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !h.status().carrier {
+            assert!(Instant::now() < deadline, "{:?}", h.status());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stopper = std::thread::spawn(move || h.shutdown(Duration::from_secs(20)));
+        loop {
+            let l = link(&lab).expect("the device exists until the thread ends");
+            if l.contains("NO-CARRIER") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "carrier still on: {l}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = release_tx.send(());
+        fake.join().unwrap();
+        stopper.join().unwrap();
         let _ = std::fs::remove_dir_all(d);
     }
 }
