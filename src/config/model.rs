@@ -622,6 +622,8 @@ pub struct PfsyncConfig {
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 /// How long a drain keeps serving the flows that still arrive after the withdrawal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The TUN device the announced routes point at (`bird { device NAME }`, `crate::sys::tun`).
+pub const DEFAULT_BIRD_DEVICE: &str = "carpio-rt";
 
 /// `bird { socket "PATH", routes "PATH", drain timeout N }`: carpio writes the virtual
 /// addresses it should receive into `routes` (BIRD `protocol static` blocks the operator's
@@ -632,5 +634,8 @@ pub struct BirdConfig {
     pub routes: String,
     /// 0: `stop` does not drain (withdraw and stop at once).
     pub drain_timeout: Duration,
+    /// The non-persistent TUN device the routes go `via`: it dies with the process, and BIRD
+    /// (`check link`) withdraws the routes with it.
+    pub device: String,
     pub span: Span,
 }

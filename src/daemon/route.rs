@@ -8,10 +8,16 @@
 //! arrives, and the daemon stops when [`crate::route::Drain`] says the traffic has gone (or the
 //! timeout passed). A second `stop` during a drain stops at once. At shutdown the routes are
 //! withdrawn (bounded wait) before carp bows out and the workers stop.
+//!
+//! The TUN device the routes go via ([`crate::sys::tun`]) is created here, in the daemon's
+//! namespace and before the privilege drop (CAP_NET_ADMIN), and handed to the injector thread,
+//! which holds it for the life of the process: when carpio dies, the device and with it the
+//! routes disappear from BIRD without anyone's help.
 
 use super::{Daemon, log};
 use crate::config::{BirdConfig, Config};
 use crate::route::{Drain, DrainEnd, Stat, bird};
+use crate::sys::tun::Tun;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
@@ -39,15 +45,17 @@ pub(super) struct RouteRole {
     change_logged: bool,
 }
 
-/// Starts the injector thread if the configuration has a `bird` block.
+/// Starts the injector thread if the configuration has a `bird` block, with the TUN device
+/// created in the calling thread's network namespace.
 pub(super) fn start(cfg: &Config) -> io::Result<Option<RouteRole>> {
     let Some(b) = &cfg.bird else {
         return Ok(None);
     };
-    let handle = bird::Handle::spawn(PathBuf::from(&b.socket), PathBuf::from(&b.routes))?;
+    let tun = Tun::create(&b.device)?;
+    let handle = bird::Handle::spawn(PathBuf::from(&b.socket), PathBuf::from(&b.routes), tun)?;
     log(format!(
-        "route injection through BIRD at {} (routes file {})",
-        b.socket, b.routes
+        "route injection through BIRD at {} (routes file {}, via device {})",
+        b.socket, b.routes, b.device
     ));
     Ok(Some(RouteRole {
         handle,
@@ -64,7 +72,10 @@ pub(super) fn start(cfg: &Config) -> io::Result<Option<RouteRole>> {
 fn same_block(a: Option<&BirdConfig>, b: Option<&BirdConfig>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => {
-            a.socket == b.socket && a.routes == b.routes && a.drain_timeout == b.drain_timeout
+            a.socket == b.socket
+                && a.routes == b.routes
+                && a.drain_timeout == b.drain_timeout
+                && a.device == b.device
         }
         (None, None) => true,
         _ => false,
@@ -258,12 +269,32 @@ mod tests {
         )
         .unwrap();
         let mut d = super::super::tests::daemon(&conf);
-        d.route = start(&d.cfg).unwrap();
+        // The TUN device in a namespace of the test's own (never the root one).
+        let mut lab = crate::lab::Lab::new("droute").unwrap();
+        lab.ns("n").unwrap();
+        let cfg = d.cfg.clone();
+        d.route = lab.run_in("n", move || start(&cfg)).unwrap().unwrap();
+        let link = || {
+            lab.ip(
+                "n",
+                &["link", "show", "dev", crate::config::DEFAULT_BIRD_DEVICE],
+            )
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
         let vip: IpAddr = "198.18.1.100".parse().unwrap();
 
         tick_until(&mut d, "announce", |d| announced(d).contains(&vip));
         let file = seen.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(file.contains("route 198.18.1.100/32 blackhole;"), "{file}");
+        assert!(
+            file.contains("route 198.18.1.100/32 via \"carpio-rt\";"),
+            "{file}"
+        );
+        assert!(
+            link().is_some_and(|l| l.contains("LOWER_UP")),
+            "{:?}",
+            link()
+        );
 
         // The redirect goes down (disabled): withdrawn; back up: announced again.
         let off = Request::Set {
@@ -297,6 +328,12 @@ mod tests {
         d.route_shutdown();
         assert!(d.route.is_none());
         assert!(d.route_counters().is_empty());
+        // The device went with the role.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link().is_some() {
+            assert!(Instant::now() < deadline, "device left after shutdown");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -319,6 +356,11 @@ mod tests {
         assert!(!same_block(None, Some(&b)));
         let c = BirdConfig {
             drain_timeout: Duration::ZERO,
+            ..b.clone()
+        };
+        assert!(!same_block(Some(&c), Some(&b)));
+        let c = BirdConfig {
+            device: "other".into(),
             ..b.clone()
         };
         assert!(!same_block(Some(&c), Some(&b)));

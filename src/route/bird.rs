@@ -14,8 +14,14 @@
 //! The file is written to a temporary name and renamed over the old one, so BIRD never reads a
 //! half-written file (it may reread it at any time: its own restart, an operator's
 //! `birdc configure`). Nothing here panics on what BIRD sends; replies are bounded.
+//!
+//! The thread owns the TUN device the routes go via (module doc of [`super`]): it turns the
+//! carrier on after BIRD accepted the first route set, and off first thing at shutdown, so the
+//! routes leave BIRD at once even when its socket does not answer; the device itself goes when
+//! the thread ends or the process dies.
 
 use super::{Apply, ApplyError, Injector};
+use crate::sys::tun::Tun;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -159,6 +165,8 @@ pub struct Status {
     pub settled: bool,
     pub counters: Vec<(&'static str, u64)>,
     pub last_error: Option<String>,
+    /// The TUN device has carrier: BIRD may announce what it was given.
+    pub carrier: bool,
 }
 
 enum Msg {
@@ -175,15 +183,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Starts the thread for `socket` and `routes`; nothing is applied before the first
-    /// [`Handle::want`].
-    pub fn spawn(socket: PathBuf, routes: PathBuf) -> std::io::Result<Self> {
+    /// Starts the thread for `socket` and `routes`, with routes via `tun` (created without
+    /// carrier); nothing is applied before the first [`Handle::want`].
+    pub fn spawn(socket: PathBuf, routes: PathBuf, tun: Tun) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam::channel::unbounded();
         let status = Arc::new(Mutex::new(Status::default()));
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name("carpio-route".into())
-            .spawn(move || run(&socket, &routes, &rx, &st))?;
+            .spawn(move || run(&socket, &routes, &tun, &rx, &st))?;
         Ok(Self {
             tx,
             status,
@@ -219,33 +227,47 @@ impl Drop for Handle {
     }
 }
 
-fn run(socket: &Path, routes: &Path, rx: &Receiver<Msg>, status: &Mutex<Status>) {
+/// Logs `msg` unless it repeats the last one; keeps it for the status.
+fn note(last_error: &mut Option<String>, msg: String) {
+    if last_error.as_ref() != Some(&msg) {
+        eprintln!("carpio: route: {msg}");
+    }
+    *last_error = Some(msg);
+}
+
+fn run(socket: &Path, routes: &Path, tun: &Tun, rx: &Receiver<Msg>, status: &Mutex<Status>) {
     let epoch = Instant::now();
-    let mut inj = Injector::new();
+    let mut inj = Injector::new(tun.name());
     let mut started = false;
     let mut shutdown: Option<Instant> = None;
     let mut last_error = None;
+    let mut carrier = false;
     loop {
         let now = epoch.elapsed();
         if started {
             if let Some(Apply { text, .. }) = inj.poll_apply(now) {
                 let res = write_routes(routes, &text).and_then(|()| configure(socket));
+                let ok = res.is_ok();
                 if let Err(e) = &res {
-                    let msg = e.to_string();
-                    if last_error.as_ref() != Some(&msg) {
-                        eprintln!("carpio: route: {msg}");
-                    }
-                    last_error = Some(msg);
+                    note(&mut last_error, e.to_string());
                 } else {
                     last_error = None;
                 }
                 inj.handle_applied(epoch.elapsed(), res);
+                // BIRD holds our set now: it may announce it (never during shutdown).
+                if ok && !carrier && shutdown.is_none() {
+                    match tun.set_carrier(true) {
+                        Ok(()) => carrier = true,
+                        Err(e) => note(&mut last_error, e.to_string()),
+                    }
+                }
             }
             if let Ok(mut s) = status.lock() {
                 s.announced = inj.announced();
                 s.settled = inj.settled();
                 s.counters = inj.counter_values();
                 s.last_error = last_error.clone();
+                s.carrier = carrier;
             }
         }
         if let Some(deadline) = shutdown
@@ -273,6 +295,14 @@ fn run(socket: &Path, routes: &Path, rx: &Receiver<Msg>, status: &Mutex<Status>)
             }
             Some(Msg::Shutdown(deadline)) if shutdown.is_none() => {
                 shutdown = Some(deadline);
+                // Out of BIRD's table at once (check link), whether or not BIRD then answers
+                // the `configure` that empties the file.
+                if carrier {
+                    match tun.set_carrier(false) {
+                        Ok(()) => carrier = false,
+                        Err(e) => note(&mut last_error, e.to_string()),
+                    }
+                }
                 inj.handle_desired(BTreeSet::new());
                 started = true;
             }
@@ -369,6 +399,21 @@ mod tests {
         ));
     }
 
+    /// A lab namespace with the TUN device in it (never in the root namespace).
+    fn lab_tun(tag: &str) -> (crate::lab::Lab, Tun) {
+        let mut lab = crate::lab::Lab::new(tag).unwrap();
+        lab.ns("n").unwrap();
+        let tun = lab.run_in("n", || Tun::create("cio-rt")).unwrap().unwrap();
+        (lab, tun)
+    }
+
+    /// `ip addr show` of the device, or None once it is gone.
+    fn link(lab: &crate::lab::Lab) -> Option<String> {
+        lab.ip("n", &["addr", "show", "dev", "cio-rt"])
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("carpio-route-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -415,7 +460,8 @@ mod tests {
                 "0002-Reading configuration from /x\n0003 Reconfigured\n",
             ],
         );
-        let h = Handle::spawn(sock.clone(), routes.clone()).unwrap();
+        let (lab, tun) = lab_tun("birdh");
+        let h = Handle::spawn(sock.clone(), routes.clone(), tun).unwrap();
         let vip: IpAddr = "198.18.1.100".parse().unwrap();
         h.want([vip].into_iter().collect());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -424,6 +470,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(h.status().last_error.is_none());
+        // BIRD has the set: the carrier is on (it was off until then: `unreachable_socket...`).
+        assert!(h.status().carrier);
+        let l = link(&lab).unwrap();
+        assert!(l.contains("LOWER_UP") && !l.contains("NO-CARRIER"), "{l}");
         // A change that BIRD first refuses, then accepts.
         let vip2: IpAddr = "198.18.1.101".parse().unwrap();
         h.want([vip, vip2].into_iter().collect());
@@ -443,19 +493,26 @@ mod tests {
         for (cmd, _) in &seen {
             assert_eq!(cmd, "configure\n");
         }
-        assert!(seen[0].1.contains("route 198.18.1.100/32 blackhole;"));
+        assert!(seen[0].1.contains("route 198.18.1.100/32 via \"cio-rt\";"));
         assert!(!seen[0].1.contains("198.18.1.101"));
-        assert!(seen[2].1.contains("route 198.18.1.101/32 blackhole;"));
+        assert!(seen[2].1.contains("route 198.18.1.101/32 via \"cio-rt\";"));
         assert!(!seen[3].1.contains("\troute "), "{}", seen[3].1);
         assert_eq!(std::fs::read_to_string(&routes).unwrap(), seen[3].1);
         assert_eq!(get("route_withdrawn"), 0);
+        // The thread has ended: the device went with its descriptor.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link(&lab).is_some() {
+            assert!(Instant::now() < deadline, "the device outlived the thread");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
     fn unreachable_socket_is_counted_and_shutdown_is_bounded() {
         let d = tmpdir("nosock");
-        let h = Handle::spawn(d.join("none.ctl"), d.join("routes.conf")).unwrap();
+        let (lab, tun) = lab_tun("birdn");
+        let h = Handle::spawn(d.join("none.ctl"), d.join("routes.conf"), tun).unwrap();
         h.want(["198.18.1.100".parse().unwrap()].into_iter().collect());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -467,6 +524,9 @@ mod tests {
             {
                 assert!(!st.settled);
                 assert!(st.last_error.is_some());
+                // BIRD never took the set: no carrier, nothing it may announce.
+                assert!(!st.carrier);
+                assert!(link(&lab).unwrap().contains("NO-CARRIER"));
                 break;
             }
             assert!(Instant::now() < deadline, "{st:?}");
@@ -476,6 +536,50 @@ mod tests {
         h.shutdown(Duration::from_millis(300));
         // The file was written (BIRD reads it when it comes back).
         assert!(d.join("routes.conf").exists());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// At shutdown the carrier goes first: BIRD drops the routes although it does not answer
+    /// the `configure` that empties the file (here it stalls), while the device still exists.
+    #[test]
+    fn shutdown_drops_the_carrier_before_bird_answers() {
+        let d = tmpdir("stall");
+        let sock = d.join("bird.ctl");
+        let l = UnixListener::bind(&sock).unwrap();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let fake = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"0001 BIRD 2.0.12 ready.\n").unwrap();
+            let mut cmd = [0u8; 10];
+            c.read_exact(&mut cmd).unwrap();
+            c.write_all(b"0003 Reconfigured\n").unwrap();
+            // The withdrawal: greeted, then answered only once the test has looked.
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"0001 BIRD 2.0.12 ready.\n").unwrap();
+            let _ = c.read_exact(&mut cmd);
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            let _ = c.write_all(b"0003 Reconfigured\n");
+        });
+        let (lab, tun) = lab_tun("birds");
+        let h = Handle::spawn(sock, d.join("routes.conf"), tun).unwrap();
+        h.want(["198.18.1.100".parse().unwrap()].into_iter().collect());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !h.status().carrier {
+            assert!(Instant::now() < deadline, "{:?}", h.status());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stopper = std::thread::spawn(move || h.shutdown(Duration::from_secs(20)));
+        loop {
+            let l = link(&lab).expect("the device exists until the thread ends");
+            if l.contains("NO-CARRIER") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "carrier still on: {l}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = release_tx.send(());
+        fake.join().unwrap();
+        stopper.join().unwrap();
         let _ = std::fs::remove_dir_all(d);
     }
 }

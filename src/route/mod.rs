@@ -5,6 +5,19 @@
 //! never speaks BGP itself. It talks to BIRD 2 only through BIRD's documented interfaces
 //! ([`bird`]): an include file of `protocol static` routes and `configure` on the control socket.
 //!
+//! # Death of the process
+//!
+//! The routes must not outlive carpio, however it dies (SIGKILL, the OOM killer, a panic), with
+//! no supervisor's help. Each route therefore goes `via` a TUN device carpio creates without
+//! `IFF_PERSIST` and holds for its lifetime ([`crate::sys::tun`]), and the static protocols have
+//! `check link`: BIRD's static protocol announces a device route only while its interface is up
+//! and, with `check link`, has carrier (BIRD 2 user's guide, "Static": `check link`, routes
+//! `via "interface"`). When the process dies the kernel deletes the device, BIRD learns it by
+//! netlink, drops the routes from its table and BGP withdraws them: within milliseconds, as
+//! fast as a clean withdrawal (README "Scale-out" has the figures). The carrier is switched on
+//! only once BIRD accepted carpio's first route set, and off at shutdown before the explicit
+//! withdrawal, so a stale include file (a previous run's routes) is never announced by itself.
+//!
 //! The core here is sans-IO (time is a parameter):
 //!
 //! - [`desired`]: the set of addresses to announce, from the data plane's [`Snapshot`] and the
@@ -82,21 +95,27 @@ pub const PROTO_V4: &str = "carpio4";
 pub const PROTO_V6: &str = "carpio6";
 
 /// The routes file: two BIRD `protocol static` blocks (one channel each, as BIRD's static
-/// protocol takes one), every address a host route of type `blackhole`. The route only has to
-/// exist in BIRD's table for BGP to export it (with `next hop self` on eBGP); it must not
-/// reach the node's kernel, which would then drop the traffic carpio takes from the wire
-/// first anyway — bird.conf exports only `proto = "carpio4"`/`"carpio6"` to BGP and nothing of
-/// them to the kernel protocol.
-pub fn render(routes: &BTreeSet<IpAddr>) -> String {
+/// protocol takes one) with `check link`, every address a host route `via "DEVICE"`, carpio's
+/// TUN device: the routes live only while the device exists and has carrier, i.e. while carpio
+/// runs (module doc). The route only has to exist in BIRD's table for BGP to export it (eBGP
+/// sets the next hop to the session's own address); it must not reach the node's kernel,
+/// where it would send the node's own packets for the address into the TUN device, which
+/// drops them — bird.conf exports only `proto = "carpio4"`/`"carpio6"` to BGP and nothing of
+/// them to the kernel protocol. `device` is a valid interface name
+/// ([`crate::sys::tun::valid_name`]: no quote can reach the BIRD string).
+pub fn render(routes: &BTreeSet<IpAddr>, device: &str) -> String {
     let mut out = String::from(
         "# Written by carpio (route health injection); rewritten on every change.\n\
-         # Include it from bird.conf; export these protocols to BGP, not to the kernel.\n",
+         # Include it from bird.conf; export these protocols to BGP, not to the kernel.\n\
+         # The routes go via carpio's TUN device: they vanish with the process.\n",
     );
     for (name, channel, v6) in [(PROTO_V4, "ipv4", false), (PROTO_V6, "ipv6", true)] {
-        out.push_str(&format!("protocol static {name} {{\n\t{channel};\n"));
+        out.push_str(&format!(
+            "protocol static {name} {{\n\t{channel};\n\tcheck link;\n"
+        ));
         for a in routes.iter().filter(|a| a.is_ipv6() == v6) {
             let len = if v6 { 128 } else { 32 };
-            out.push_str(&format!("\troute {a}/{len} blackhole;\n"));
+            out.push_str(&format!("\troute {a}/{len} via \"{device}\";\n"));
         }
         out.push_str("}\n");
     }
@@ -144,6 +163,8 @@ impl std::fmt::Display for ApplyError {
 /// The sans-IO state of route injection: wanted set, what BIRD accepted last, retries.
 #[derive(Debug)]
 pub struct Injector {
+    /// The TUN device the routes go via.
+    device: String,
     want: BTreeSet<IpAddr>,
     /// What BIRD accepted last; `None` until the first apply (the file on disk may hold
     /// anything, e.g. a previous run's routes, so the first set is always applied).
@@ -154,15 +175,11 @@ pub struct Injector {
     counters: crate::counters::Counters<{ Stat::COUNT }>,
 }
 
-impl Default for Injector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Injector {
-    pub fn new() -> Self {
+    /// Routes will go via `device` (see [`render`]).
+    pub fn new(device: &str) -> Self {
         Self {
+            device: device.to_string(),
             want: BTreeSet::new(),
             applied: None,
             in_flight: None,
@@ -192,7 +209,7 @@ impl Injector {
         self.in_flight = Some(self.want.clone());
         Some(Apply {
             routes: self.want.clone(),
-            text: render(&self.want),
+            text: render(&self.want, &self.device),
         })
     }
 
@@ -382,32 +399,45 @@ mod tests {
     }
 
     #[test]
-    fn render_is_two_static_protocols_of_host_routes() {
-        let text = render(&set(&["198.18.1.101", "198.18.1.100", "2001:db8::53"]));
+    fn render_is_two_static_protocols_of_host_routes_via_the_device() {
+        let text = render(
+            &set(&["198.18.1.101", "198.18.1.100", "2001:db8::53"]),
+            "carpio-rt",
+        );
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             body,
             [
                 "protocol static carpio4 {",
                 "\tipv4;",
-                "\troute 198.18.1.100/32 blackhole;",
-                "\troute 198.18.1.101/32 blackhole;",
+                "\tcheck link;",
+                "\troute 198.18.1.100/32 via \"carpio-rt\";",
+                "\troute 198.18.1.101/32 via \"carpio-rt\";",
                 "}",
                 "protocol static carpio6 {",
                 "\tipv6;",
-                "\troute 2001:db8::53/128 blackhole;",
+                "\tcheck link;",
+                "\troute 2001:db8::53/128 via \"carpio-rt\";",
                 "}",
             ]
         );
         // Empty: both protocols stay (bird.conf may refer to them), with no route.
-        let empty = render(&BTreeSet::new());
+        let empty = render(&BTreeSet::new(), "carpio-rt");
         assert!(!empty.contains("\troute"), "{empty}");
         assert_eq!(empty.matches("protocol static").count(), 2);
+        assert_eq!(empty.matches("\tcheck link;").count(), 2);
+        // The configured device name is the one routed via.
+        let other = render(&set(&["198.18.1.100"]), "cio-77-rt");
+        assert!(
+            other.contains("\troute 198.18.1.100/32 via \"cio-77-rt\";\n"),
+            "{other}"
+        );
+        assert!(!other.contains("carpio-rt"), "{other}");
     }
 
     #[test]
     fn injector_applies_diffs_one_at_a_time_and_counts() {
-        let mut inj = Injector::new();
+        let mut inj = Injector::new("carpio-rt");
         let t = Duration::from_secs(1);
         // The first (empty) set is applied: the file may hold a previous run's routes.
         assert!(!inj.settled());
@@ -421,7 +451,7 @@ mod tests {
 
         inj.handle_desired(set(&["198.18.1.100", "198.18.1.101"]));
         let a = inj.poll_apply(t).unwrap();
-        assert_eq!(a.text, render(&a.routes));
+        assert_eq!(a.text, render(&a.routes, "carpio-rt"));
         // A change while in flight is applied after the report.
         inj.handle_desired(set(&["198.18.1.100"]));
         inj.handle_applied(t, Ok(()));
@@ -438,7 +468,7 @@ mod tests {
 
     #[test]
     fn injector_retries_with_backoff() {
-        let mut inj = Injector::new();
+        let mut inj = Injector::new("carpio-rt");
         let t0 = Duration::from_secs(10);
         inj.handle_desired(set(&["198.18.1.100"]));
         inj.poll_apply(t0).unwrap();

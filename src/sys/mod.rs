@@ -16,6 +16,7 @@
 //!   (carp).
 //! - [`privdrop`]: become the configured `user`, keeping CAP_NET_RAW and CAP_NET_ADMIN.
 //! - [`splice`]: splice(2) through 1 MiB pipes for the TCP relay, IP_MINTTL, RLIMIT_NOFILE.
+//! - [`tun`]: the non-persistent TUN device route injection's BIRD routes depend on.
 
 pub mod afpacket;
 pub mod afxdp;
@@ -29,4 +30,5 @@ pub mod privdrop;
 pub mod rawip;
 pub mod rlimit;
 pub mod splice;
+pub mod tun;
 pub mod xdp;

@@ -266,8 +266,9 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `bird { socket "PATH", routes "PATH", drain timeout N }` (route health injection,
-    /// `crate::route`). `routes` is required: it is the file the operator's bird.conf includes.
+    /// `bird { socket "PATH", routes "PATH", drain timeout N, device NAME }` (route health
+    /// injection, `crate::route`). `routes` is required: it is the file the operator's bird.conf
+    /// includes.
     pub(super) fn bird(&mut self, span: Span) -> R<()> {
         if self.out.config.bird.is_some() {
             return Err(Diagnostic::error(
@@ -280,6 +281,7 @@ impl Parser<'_> {
             socket: DEFAULT_BIRD_SOCKET.to_string(),
             routes: String::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            device: DEFAULT_BIRD_DEVICE.to_string(),
             span: span.clone(),
         };
         let errors_before = self.diags.len();
@@ -293,6 +295,16 @@ impl Parser<'_> {
                 // 0 turns draining off; an hour bounds how long `stop` can take.
                 let n = p.num_u32("drain timeout", 0, 3600)?;
                 c.drain_timeout = Duration::from_secs(u64::from(n));
+            } else if p.eat_kw("device") {
+                // It becomes an interface name and a BIRD string: checked for both.
+                let (d, dspan) = p.string("device name")?;
+                if !crate::sys::tun::valid_name(&d) {
+                    return p.range_err(
+                        &dspan,
+                        format!("invalid device name '{d}': 1 to 15 of A-Z a-z 0-9 - _ ."),
+                    );
+                }
+                c.device = d;
             } else {
                 return p.err(format!(
                     "syntax error: unknown bird option {}",
@@ -347,6 +359,10 @@ mod tests {
         assert_eq!(b.socket, "/run/b.ctl");
         assert_eq!(b.routes, "/etc/bird/carpio.conf");
         assert_eq!(b.drain_timeout, Duration::from_secs(5));
+        assert_eq!(b.device, config::DEFAULT_BIRD_DEVICE);
+        let text = format!("bird {{ routes \"/r\", device cio-rt7 }}\n{REDIRECT}");
+        let b = config::parse_str("t.conf", &text, &[]).unwrap();
+        assert_eq!(b.bird.unwrap().device, "cio-rt7");
         // One line with commas, defaults for the rest; drain timeout 0 turns draining off.
         let text = format!("bird {{ routes \"/r.conf\", drain timeout 0 }}\n{REDIRECT}");
         let b = config::parse_str("t.conf", &text, &[])
@@ -407,6 +423,14 @@ mod tests {
             (
                 "routes \"/r\", drain 5",
                 "t.conf:1:27: syntax error: expected 'timeout', found '5'",
+            ),
+            (
+                "routes \"/r\", device \"a/b\"",
+                "t.conf:1:28: invalid device name 'a/b': 1 to 15 of A-Z a-z 0-9 - _ .",
+            ),
+            (
+                "routes \"/r\", device sixteen-chars-xx",
+                "t.conf:1:28: invalid device name 'sixteen-chars-xx': 1 to 15 of A-Z a-z 0-9 - _ .",
             ),
         ] {
             let got = errors(&format!("bird {{ {body} }}\n{REDIRECT}"));
