@@ -858,24 +858,8 @@ impl Worker {
             }
             Err(rewrite::Error::TooBig) => {
                 let mtu = encap::inner_mtu(&outer);
-                match encap::icmp_too_big(p.data(), meta, mtu, &mut self.too_big) {
-                    Ok(n) => {
-                        let (ts, link) = (p.ts_ns, p.link);
-                        let reply = &self.too_big[..n];
-                        if p.fill(reply, ts, link) {
-                            self.count(Stat::TxIcmpTooBig);
-                            Verdict::Tx
-                        } else {
-                            self.count(Stat::DropRewrite);
-                            Verdict::Drop
-                        }
-                    }
-                    Err(e) => {
-                        self.rewrite_errors.add(e.index(), 1);
-                        self.count(Stat::DropRewrite);
-                        Verdict::Drop
-                    }
-                }
+                let kind = IcmpError::TooBig { mtu };
+                self.icmp_reply(p, meta, kind, Stat::TxIcmpTooBig, Stat::DropRewrite)
             }
             Err(e) => {
                 self.rewrite_errors.add(e.index(), 1);
@@ -1069,12 +1053,27 @@ impl Worker {
             self.count(Stat::DropTtlExceeded);
             return Verdict::Drop;
         }
-        match encap::icmp_error(p.data(), meta, IcmpError::TimeExceeded, &mut self.too_big) {
+        self.icmp_left -= 1;
+        let (sent, refused) = (Stat::TxIcmpTimeExceeded, Stat::DropTtlExceeded);
+        self.icmp_reply(p, meta, IcmpError::TimeExceeded, sent, refused)
+    }
+
+    /// Replaces the packet by the ICMP error `kind` about it (from its destination, back to
+    /// its source), counted as `sent`; a packet that may not be answered is dropped, counted
+    /// by the reason and as `refused`.
+    fn icmp_reply(
+        &mut self,
+        p: &mut Packet,
+        meta: &Meta,
+        kind: IcmpError,
+        sent: Stat,
+        refused: Stat,
+    ) -> Verdict {
+        match encap::icmp_error(p.data(), meta, kind, &mut self.too_big) {
             Ok(n) => {
-                self.icmp_left -= 1;
                 let (ts, link) = (p.ts_ns, p.link);
                 if p.fill(&self.too_big[..n], ts, link) {
-                    self.count(Stat::TxIcmpTimeExceeded);
+                    self.count(sent);
                     Verdict::Tx
                 } else {
                     self.count(Stat::DropRewrite);
@@ -1083,7 +1082,7 @@ impl Worker {
             }
             Err(e) => {
                 self.rewrite_errors.add(e.index(), 1);
-                self.count(Stat::DropTtlExceeded);
+                self.count(refused);
                 Verdict::Drop
             }
         }
