@@ -52,13 +52,17 @@ fn fold(mut acc: u32) -> u16 {
 /// Client `i` (198.19.x.y:port) → VIP:53, a UDP frame with valid checksums.
 fn udp_frame(i: u32) -> Vec<u8> {
     let src = [198, 19, (i >> 8) as u8, i as u8];
-    let dst = [198, 18, 0, 10];
     let sport = 1024 + (i % 60000) as u16;
+    udp_between(src, sport, [198, 18, 0, 10], 53, CLIENT_MAC)
+}
+
+/// An Ethernet/IPv4/UDP frame to LB_MAC from `mac`, every checksum filled.
+fn udp_between(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, mac: [u8; 6]) -> Vec<u8> {
     let payload = b"q";
     let ulen = 8 + payload.len();
     let mut udp = Vec::new();
     udp.extend_from_slice(&sport.to_be_bytes());
-    udp.extend_from_slice(&53u16.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
     udp.extend_from_slice(&(ulen as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
@@ -75,7 +79,7 @@ fn udp_frame(i: u32) -> Vec<u8> {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut f = Vec::new();
     f.extend_from_slice(&LB_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&mac);
     f.extend_from_slice(&[0x08, 0]);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&udp);
@@ -333,4 +337,98 @@ fn carp_backup_drops_flooded_frames_and_master_takes_its_own() {
     assert_eq!(run(&mut pipe, true, other, 5), Verdict::Drop);
     assert_eq!(counter(&pipe, "drop_carp_not_owner"), 3);
     assert_eq!(counter(&pipe, "flow_new"), 2);
+}
+
+/// carp IP balancing with NAT: every node receives the backends' replies (the carp address's
+/// MAC is flooded), and every node holds the flows (pfsync). Each reply is un-NATed by exactly
+/// one node, the one whose share its (src, dst) hash falls in, as `carp_lsdrop` decides for
+/// every packet of an OpenBSD carp interface; the others drop it (`drop_carp_not_owner`).
+/// Without the filter every node would answer the client with the same reply.
+#[test]
+fn ip_balancing_un_nats_each_reply_on_one_node_only() {
+    use carpio::carp::Balancing;
+    use carpio::carp::{Ownership, balance::MAX_NODES};
+    const FLOWS: u32 = 64;
+    let c = conf("roundrobin");
+    let link = Link {
+        mac: LB_MAC,
+        ..Link::default()
+    };
+    let mut nodes = [
+        replay::workers_for(&c, 1, link.clone()).unwrap_or_else(|e| panic!("{e}")),
+        replay::workers_for(&c, 1, link).unwrap_or_else(|e| panic!("{e}")),
+    ];
+    let one = |pipe: &mut Pipeline, frame: &[u8]| -> (Verdict, Vec<u8>) {
+        let mut batch = Batch::new(4);
+        let slot = batch.slot().unwrap();
+        slot.fill(frame, 0, LinkType::Ethernet);
+        batch.commit();
+        pipe.workers[0].process(&mut batch, 10);
+        let p = batch.iter().next().unwrap();
+        (p.verdict, p.data().to_vec())
+    };
+    // The same flows on both nodes (both pick alike: the same round-robin from the same start).
+    let mut replies = Vec::new();
+    for i in 0..FLOWS {
+        // Even client addresses: with round-robin over backends .1-.4 the replies' hashes
+        // spread over both nodes (consecutive clients would all hash to one with 2 nodes).
+        let f = udp_frame(i * 2);
+        let (va, out) = one(&mut nodes[0], &f);
+        let (vb, out_b) = one(&mut nodes[1], &f);
+        assert_eq!((va, vb), (Verdict::Tx, Verdict::Tx));
+        assert_eq!(out, out_b, "both nodes picked alike");
+        let ip = &out[14..34];
+        let (client, backend) = (
+            [ip[12], ip[13], ip[14], ip[15]],
+            [ip[16], ip[17], ip[18], ip[19]],
+        );
+        let sport = u16::from_be_bytes([out[34], out[35]]);
+        let bport = u16::from_be_bytes([out[36], out[37]]);
+        let bmac = [out[0], out[1], out[2], out[3], out[4], out[5]];
+        replies.push(udp_between(backend, bport, client, sport, bmac));
+    }
+    // Node 0 masters the first vhost, node 1 the second.
+    for (n, pipe) in nodes.iter_mut().enumerate() {
+        let prev = pipe.cell.load_full();
+        let mut s = Snapshot::build(
+            &c,
+            &replay::replay_host_states(&c),
+            prev.link.clone(),
+            Some(&prev),
+        )
+        .unwrap();
+        let mut macs = [[0u8; 6]; MAX_NODES];
+        macs[0] = [0x01, 0x00, 0x5e, 0x00, 0x01, 0x07];
+        macs[1] = macs[0];
+        s.carp = Some(Ownership {
+            balancing: Balancing::Ip,
+            lsmask: 1 << n,
+            lscount: 2,
+            leader_master: n == 0,
+            macs,
+            lladdr: macs[0],
+            hashkey: [0, 0],
+            key_head: [0; 4],
+        });
+        pipe.cell.store(Arc::new(s));
+    }
+    let mut per_node = [0u32; 2];
+    for r in &replies {
+        let (va, _) = one(&mut nodes[0], r);
+        let (vb, _) = one(&mut nodes[1], r);
+        match (va, vb) {
+            (Verdict::Tx, Verdict::Drop) => per_node[0] += 1,
+            (Verdict::Drop, Verdict::Tx) => per_node[1] += 1,
+            other => panic!("reply handled by not exactly one node: {other:?}"),
+        }
+    }
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "both nodes take a share: {per_node:?}"
+    );
+    let dropped =
+        counter(&nodes[0], "drop_carp_not_owner") + counter(&nodes[1], "drop_carp_not_owner");
+    assert_eq!(dropped, u64::from(FLOWS));
+    let out = counter(&nodes[0], "tx_nat_out") + counter(&nodes[1], "tx_nat_out");
+    assert_eq!(out, u64::from(FLOWS));
 }

@@ -517,6 +517,18 @@ impl Worker {
         Verdict::Drop
     }
 
+    /// With carp IP balancing every node receives the backends' replies too (they go to the
+    /// carp address, whose MAC is flooded): like `carp_lsdrop`, which OpenBSD applies to every
+    /// packet of the carp interface, only the node whose share the reply's own (src, dst) hash
+    /// falls in un-NATs it (pfsync gave every node the state). Without IP balancing: true.
+    #[inline]
+    fn carp_ip_share(snap: &Snapshot, meta: &Meta) -> bool {
+        match &snap.carp {
+            Some(o) if o.balancing.is_ip() => o.accept(&Inbound::from_meta(meta, false)),
+            _ => true,
+        }
+    }
+
     /// Whether this node handles a packet to a virtual address, as carp(4) decides. IP
     /// balancing: every node takes the frame and `carp_lsdrop` picks by the address hash.
     /// Otherwise (`none`, `arp`) only a MASTER takes it (`carp_ourether`): a frame to one of its
@@ -657,9 +669,17 @@ impl Worker {
         if snap.any_nat {
             if let Some(q) = meta.quoted {
                 if let Some(&bi) = snap.by_host.get(&q.dst) {
+                    if !Self::carp_ip_share(snap, meta) {
+                        self.count(Stat::DropCarpNotOwner);
+                        return Verdict::Drop;
+                    }
                     return self.icmp_to_client(snap, p, meta, bi, now);
                 }
             } else if let Some(&bi) = snap.by_host.get(&meta.src) {
+                if !Self::carp_ip_share(snap, meta) {
+                    self.count(Stat::DropCarpNotOwner);
+                    return Verdict::Drop;
+                }
                 return self.outbound(snap, p, meta, bi, now);
             }
         }
