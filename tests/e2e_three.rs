@@ -621,6 +621,12 @@ fn three_nodes_lose_nothing_on_node_death_and_return() {
             diag(&nodes)
         );
         assert_eq!(early, None, "n1 became master before its bulk update");
+        // Its pfsync demoted both carp groups (+32) and gave the demotion back (-32).
+        assert!(
+            nodes[0].counter("pfsync_carp_demotions") >= 4,
+            "n1 was demoted during its bulk update:\n{}",
+            diag(&nodes)
+        );
         let failback = restarted.elapsed();
         let last = echo_all(&mut conns, "failback", Duration::from_secs(20));
         let failback_kept = kept(&first, &last);
