@@ -902,10 +902,11 @@ redirect "tcp" {{
     // Both nodes created flows, and at least one went to the backend behind the other node.
     let created = |n: &Node| n.counter("flow_insert").unwrap_or(0);
     assert!(created(&a) >= 1 && created(&b) >= 1, "{}", diag(&[&a, &b]));
+    // A flow this node created (`show states` also lists the peer's, `origin pfsync`).
     let crossed = |n: &Node, far: &str| {
         n.ctl(&["show", "states"])
             .lines()
-            .any(|l| l.contains(&format!("-> {far}:{TCP_PORT}")))
+            .any(|l| l.contains(&format!("-> {far}:{TCP_PORT}")) && l.ends_with(", origin local"))
     };
     assert!(
         crossed(&a, "198.18.2.12") || crossed(&b, "198.18.2.11"),

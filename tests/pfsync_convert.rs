@@ -675,3 +675,95 @@ fn glue_copies_every_event_to_the_tap_and_counts_a_full_one() {
     // The unused node's glue stays quiet.
     assert_eq!(a.glue.counter(Counter::LocalEvents), 0);
 }
+
+/// `show states` lists what a node learned from its peers: the shell copies every flow a peer
+/// sends (and every removal a peer causes) to the tap, on B's key and indices, with the peer's
+/// creator index and the peer's id, marked as no worker's (`SYNCED_CORE`).
+#[test]
+fn glue_taps_flows_learned_from_peers_and_their_removal() {
+    let mut a = node(&conf_a(), &HostStates::default(), 0xa, 1);
+    let mut b = node(&conf_b(), &HostStates::default(), 0xb, 2);
+    let tap = Arc::new(ArrayQueue::new(64));
+    let (tx, _rx) = crossbeam::channel::unbounded();
+    let mut rc = ReplicatorConfig::new(0xb);
+    rc.flush_delay = Duration::from_millis(10);
+    b.glue = Glue::new(
+        rc,
+        Handles {
+            events: b.events.clone(),
+            commands: b.commands.clone(),
+            snapshot: b.cell.clone(),
+            demote: Some(tx),
+            tap: Some(tap.clone()),
+        },
+    );
+    a.glue.replicator.handle_up(Duration::ZERO, true);
+    b.glue.replicator.handle_up(Duration::ZERO, true);
+    run(&mut a, &mut b, 0, 100);
+    assert!(tap.is_empty(), "nothing learned yet");
+    let snap_a = a.cell.load_full();
+    let snap_b = b.cell.load_full();
+    let mut ta = table(a.events.clone());
+    let (si, _) = snap_a.service_for(ip("198.18.0.10"), 17, 53).unwrap();
+    let mut ids = Vec::new();
+    for port in [1000u16, 1001] {
+        let k = key(&snap_a, 17, "198.19.0.7", port, "198.18.0.10", 53);
+        let new = NewFlow {
+            service: si,
+            backend: snap_a.by_host[&ip("198.18.1.2")],
+            backend_port: 53,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: None,
+            origin: Origin::Local,
+        };
+        let h = ta.insert(0, &k, &new).unwrap();
+        ids.push(ta.get(h).unwrap().id().id);
+    }
+    run(&mut a, &mut b, 100, 200);
+    let peer = b
+        .glue
+        .creators()
+        .index_of(0xa)
+        .expect("A's creator id interned");
+    assert_ne!(peer, 0);
+    let got: Vec<Event> = std::iter::from_fn(|| tap.pop()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (ev, (port, id)) in got.iter().zip([1000u16, 1001].into_iter().zip(&ids)) {
+        assert_eq!(ev.kind, EventKind::Insert);
+        assert_eq!(ev.core, carpio::pfsync::shell::SYNCED_CORE);
+        assert_eq!(ev.flow.id().creator, peer);
+        assert_eq!(ev.flow.id().id, *id);
+        assert_eq!(
+            ev.flow.key(),
+            key(&snap_b, 17, "198.19.0.7", port, "198.18.0.10", 53)
+        );
+        assert_eq!(
+            snap_b.host(ev.flow.backend()).unwrap().addr,
+            ip("198.18.1.2")
+        );
+        assert!(ev.flow.expire() > 0);
+    }
+    // A deletes the first flow: B's tap gets the delete of that identity.
+    let k0 = key(&snap_a, 17, "198.19.0.7", 1000, "198.18.0.10", 53);
+    assert!(ta.remove(&k0, true));
+    run(&mut a, &mut b, 200, 300);
+    let got: Vec<Event> = std::iter::from_fn(|| tap.pop()).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind, EventKind::Delete);
+    assert_eq!(
+        (got[0].flow.id().creator, got[0].flow.id().id),
+        (peer, ids[0])
+    );
+    // A clears its states: the other one goes too.
+    a.glue.replicator.handle_local(
+        Duration::from_millis(300),
+        carpio::pfsync::LocalEvent::Clear,
+    );
+    run(&mut a, &mut b, 300, 400);
+    let got: Vec<Event> = std::iter::from_fn(|| tap.pop()).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].kind, EventKind::Delete);
+    assert_eq!(got[0].flow.id().id, ids[1]);
+    assert_eq!(b.glue.counter(Counter::TapFull), 0);
+}

@@ -203,6 +203,10 @@ pub struct State {
     pub expires_in: u32,
     pub creator: u32,
     pub id: u64,
+    /// Who created the flow: `local` (this node's workers) or `pfsync` (a peer, learned over
+    /// pfsync). Absent from older daemons' replies (empty).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// A reply from the daemon.

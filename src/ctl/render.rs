@@ -262,6 +262,11 @@ pub fn states(list: &[State]) -> String {
             s.id,
             s.creator
         );
+        // A last field, so the columns before it parse as they did (relayctl has none).
+        if !s.origin.is_empty() {
+            out.pop();
+            let _ = writeln!(out, ", origin {}", s.origin);
+        }
     }
     out
 }

@@ -196,7 +196,8 @@ struct Daemon {
     events: Arc<ArrayQueue<Event>>,
     /// Hook: CARP frames go to the carp shell, pfsync frames to the replicator, when they land.
     control: Arc<ArrayQueue<Box<ControlFrame>>>,
-    mirror: HashMap<u64, Flow>,
+    /// Keyed by (creator index, id): ids are per creator, and peers' flows are mirrored too.
+    mirror: HashMap<(u8, u64), Flow>,
     /// `carpioctl monitor` subscribers.
     monitors: Vec<Sender<Response>>,
     counters: crate::counters::Counters<{ Parent::COUNT }>,
@@ -749,7 +750,7 @@ impl Daemon {
             self.counters.add(Parent::ControlUnclaimed.index(), 1);
         }
         while let Some(ev) = self.events.pop() {
-            let id = ev.flow.id().id;
+            let id = (ev.flow.id().creator, ev.flow.id().id);
             match ev.kind {
                 EventKind::Delete => {
                     self.mirror.remove(&id);
@@ -1179,12 +1180,23 @@ impl Daemon {
                     state: format!("{}:{} {}", t.src, t.dst, t.class.name()),
                     age_secs: now.saturating_sub(f.last_seen()),
                     expires_in: f.expire().saturating_sub(now),
-                    creator: u32::from(f.id().creator),
+                    // The pfsync creator id where pfsync knows it, else the index (0: here).
+                    creator: self
+                        .sync
+                        .as_ref()
+                        .and_then(|s| s.shell().creator_id(f.id().creator))
+                        .unwrap_or(u32::from(f.id().creator)),
                     id: f.id().id,
+                    origin: if f.id().creator == 0 {
+                        "local"
+                    } else {
+                        "pfsync"
+                    }
+                    .into(),
                 }
             })
             .collect();
-        v.sort_by_key(|s| s.id);
+        v.sort_by_key(|s| (s.id, s.creator));
         v
     }
 
@@ -1621,6 +1633,63 @@ mod tests {
         assert_eq!(d.handle(Request::Stop), Response::Ok);
         assert!(d.stop);
         let _ = std::fs::remove_file(p);
+    }
+
+    /// `show states` mirrors flows a peer created (on the pfsync shell's tap, creator index not
+    /// 0) beside local ones with the same id, marks their origin, and drops them on delete.
+    #[test]
+    fn states_list_mirrors_peers_flows_by_creator_and_id() {
+        use crate::dataplane::flow::{FlowId, Key, NewFlow, Origin};
+        let p = write("states.conf", CONF);
+        let mut d = daemon(&p);
+        let snap = d.cell.load_full();
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let (si, _) = snap.service_for(vip, 6, 80).unwrap();
+        let flow = |client: &str, creator: u8| {
+            let key = Key {
+                proto: 6,
+                client: crate::dataplane::hash::addr16(client.parse().unwrap()),
+                client_port: 4000,
+                vip: snap.by_vip[&vip].index,
+                vip_port: 80,
+            };
+            let new = NewFlow {
+                service: si,
+                backend: snap.by_host[&"198.18.2.12".parse().unwrap()],
+                backend_port: 80,
+                tcp_flags: 0,
+                one_sided: false,
+                session_timeout: None,
+                origin: Origin::Sync(
+                    FlowId { creator, id: 7 },
+                    crate::dataplane::state::create(6, 0),
+                ),
+            };
+            Flow::detached(&key, &new, 1, 100)
+        };
+        let ev = |kind, flow| Event {
+            kind,
+            core: 0,
+            flow,
+        };
+        let local = flow("198.19.0.1", 0);
+        let synced = flow("198.19.0.2", 1);
+        d.events.push(ev(EventKind::Insert, local)).unwrap();
+        d.events.push(ev(EventKind::Insert, synced)).unwrap();
+        d.tick();
+        let list = d.states_list();
+        assert_eq!(list.len(), 2, "same id, two creators: {list:?}");
+        let by = |c: &str| list.iter().find(|s| s.client.starts_with(c)).unwrap();
+        assert_eq!(by("198.19.0.1").origin, "local");
+        assert_eq!(by("198.19.0.2").origin, "pfsync");
+        assert_eq!(by("198.19.0.2").backend, "198.18.2.12:80");
+        let shown = crate::ctl::render::states(&list);
+        assert!(shown.contains(", origin pfsync\n"), "{shown}");
+        d.events.push(ev(EventKind::Delete, synced)).unwrap();
+        d.tick();
+        let list = d.states_list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].origin, "local");
     }
 
     #[test]

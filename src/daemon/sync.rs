@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  workers ──flow::Event──► events ──► pfsync shell ──► Replicator ──► proto 240 socket
-//!                                           │ tap (a copy of every event)
-//!                                           ▼
+//!                                           │ tap (a copy of every event, and of every
+//!                                           ▼  flow a peer sent or removed)
 //!                              Daemon::tick ─► `show states` mirror
 //!  pfsync shell ──Command──► each worker's command queue (synced flows, every worker)
 //!  pfsync shell ──Demote(n)──► Sync::forward_demotions ──► every carp shell: groups carp, pfsync
@@ -14,7 +14,12 @@
 //! 10 ms, so replication does not wait for the parent's 200 ms tick) and copies each event
 //! into a tap queue that the parent drains for `show states` instead of the workers' queue. A
 //! full tap is counted (`pfsync_drop_tap_full`) and costs only the mirror; a full event queue
-//! is counted by the workers (`drop_sync_event_queue_full`).
+//! is counted by the workers (`drop_sync_event_queue_full`). The workers never announce the
+//! flows pfsync installs in them, so the shell also puts each flow a peer sends, and each
+//! removal a peer causes, on the tap (core `SYNCED_CORE`, the peer's creator index): `show
+//! states` lists them with `origin pfsync` and the peer's creator id, beside this node's own
+//! (`origin local`). The mirror is keyed by (creator, id), since every creator numbers its
+//! flows on its own.
 //!
 //! **Creator id**: pf draws its `hostid` at random when none is set (pf_ioctl.c
 //! `pf_status.hostid = arc4random()`, never 0); carpio reads four bytes of the kernel's

@@ -320,6 +320,38 @@ impl Flow {
             None => std::net::IpAddr::V6(a),
         }
     }
+    /// The flow `key` + `new` describe, outside any table, seen at `last_seen` and expiring at
+    /// `expire`: what the pfsync shell hands the daemon's `show states` mirror for a state a
+    /// peer sent (the workers build theirs in [`FlowTable::insert`]). The identity and pf
+    /// state come from an `Origin::Sync`; a `Local` origin gives creator 0, id 0 and the
+    /// first state of `key.proto`.
+    pub fn detached(key: &Key, new: &NewFlow, last_seen: u32, expire: u32) -> Flow {
+        let (id, track) = match new.origin {
+            Origin::Sync(id, track) => (id, track),
+            Origin::Local => (
+                FlowId { creator: 0, id: 0 },
+                state::create(key.proto, new.tcp_flags),
+            ),
+        };
+        let mut f = Flow {
+            client: key.client,
+            client_port: key.client_port,
+            vip_port: key.vip_port,
+            backend_port: new.backend_port,
+            vip: key.vip,
+            service: new.service,
+            backend: new.backend,
+            proto: key.proto,
+            peers: 0,
+            creator: id.creator,
+            flags: if new.one_sided { FLAG_ONE_SIDED } else { 0 },
+            last_seen,
+            expire,
+            id: id.id,
+        };
+        f.set_track(track);
+        f
+    }
     fn is_free(&self) -> bool {
         self.flags & FLAG_FREE != 0
     }

@@ -8,6 +8,7 @@
 //!        │ recv: IPv4 header checked (TTL 255, syncpeer source), payload
 //!        └──────────────► Replicator::handle_packet ──► poll_event ──► Glue::apply_events
 //!                                   Insert/Update/Delete/Clear ──► worker Command queues (ALL)
+//!                                                              └─► Handles::tap (`show states`)
 //!                                   Demote(n) ──► channel to the carp groups
 //! ```
 //!
@@ -346,8 +347,14 @@ impl Glue {
                                 && old != key
                             {
                                 self.push_all(Command::Remove { key: old }, None);
+                                self.tap_removed(s.id, old);
                             }
                             self.push_all(Command::Insert { key, flow }, None);
+                            let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+                            self.tap(
+                                EventKind::Insert,
+                                flow::Flow::detached(&key, &flow, secs(s.created), secs(s.expire)),
+                            );
                         }
                         Err(r) => self.count_reject(r),
                     }
@@ -355,6 +362,7 @@ impl Glue {
                 Event::Delete(id) => {
                     if let Some((key, _)) = self.keys.remove(&id) {
                         self.push_all(Command::Remove { key }, None);
+                        self.tap_removed(id, key);
                     }
                 }
                 Event::Clear { creatorid } => {
@@ -367,6 +375,7 @@ impl Glue {
                     for id in gone {
                         if let Some((key, _)) = self.keys.remove(&id) {
                             self.push_all(Command::Remove { key }, None);
+                            self.tap_removed(id, key);
                         }
                     }
                 }
@@ -383,6 +392,44 @@ impl Glue {
                 }
             }
         }
+    }
+
+    /// Copies a flow learned from (or removed by) a peer to [`Handles::tap`], so the daemon's
+    /// `show states` lists it beside the workers' own (the workers do not announce synced
+    /// flows). The event's `core` is [`SYNCED_CORE`]; its flow's creator index says whose it is.
+    fn tap(&mut self, kind: EventKind, flow: flow::Flow) {
+        if let Some(tap) = &self.handles.tap
+            && tap
+                .push(flow::Event {
+                    kind,
+                    core: SYNCED_CORE,
+                    flow,
+                })
+                .is_err()
+        {
+            self.counters.add(Counter::TapFull.index(), 1);
+        }
+    }
+
+    /// A Delete on the tap for the synced flow `id` stored under `key`: only its key and
+    /// identity matter to the mirror.
+    fn tap_removed(&mut self, id: FlowId, key: Key) {
+        let Some(creator) = self.creators.index_of(id.creatorid) else {
+            return;
+        };
+        let gone = flow::NewFlow {
+            service: 0,
+            backend: 0,
+            backend_port: 0,
+            tcp_flags: 0,
+            one_sided: false,
+            session_timeout: None,
+            origin: flow::Origin::Sync(
+                flow::FlowId { creator, id: id.id },
+                crate::dataplane::state::create(key.proto, 0),
+            ),
+        };
+        self.tap(EventKind::Delete, flow::Flow::detached(&key, &gone, 0, 0));
     }
 
     /// Pushes `cmd` to every worker's queue except `skip`'s, behind that worker's backlog.
@@ -423,6 +470,10 @@ impl Glue {
         left
     }
 }
+
+/// The `core` of the flow events [`Glue`] puts on the tap for flows a peer sent (no worker
+/// created them; every worker holds a copy).
+pub const SYNCED_CORE: u8 = u8::MAX;
 
 /// Commands the backlog holds per worker at most (a few MB; a full table's bulk update).
 pub const BACKLOG_MAX: usize = 1 << 20;
@@ -489,6 +540,8 @@ struct Shared {
     stats: Vec<AtomicU64>,
     wire: Vec<AtomicU64>,
     convert: Vec<AtomicU64>,
+    /// Creator id of each creator index (0: not given out yet; pf never uses 0).
+    creators: Vec<AtomicU64>,
 }
 
 fn atomics(n: usize) -> Vec<AtomicU64> {
@@ -520,6 +573,10 @@ impl Shared {
         for r in convert::Reject::ALL {
             store(&self.convert, r.index(), g.reject(*r));
         }
+        for i in 0..g.creators.len() {
+            let id = u8::try_from(i).ok().and_then(|i| g.creators.id_of(i));
+            store(&self.creators, i, u64::from(id.unwrap_or(0)));
+        }
     }
 }
 
@@ -542,6 +599,14 @@ impl ShellHandle {
     }
     pub fn convert_reject(&self, r: convert::Reject) -> u64 {
         load(&self.shared.convert, r.index())
+    }
+
+    /// The pfsync creator id behind a flow's creator index (0 is this node), once the thread
+    /// has published it.
+    pub fn creator_id(&self, index: u8) -> Option<u32> {
+        u32::try_from(load(&self.shared.creators, usize::from(index)))
+            .ok()
+            .filter(|&id| id != 0)
     }
 
     /// Every counter of the shell, the replicator, the wire parser and the conversion, named
@@ -617,6 +682,7 @@ pub fn spawn(cfg: ShellConfig, handles: Handles) -> io::Result<ShellHandle> {
         stats: atomics(Stat::COUNT),
         wire: atomics(WireReject::COUNT),
         convert: atomics(convert::Reject::COUNT),
+        creators: atomics(usize::from(u8::MAX) + 1),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
     let (stop2, shared2) = (stop.clone(), shared.clone());
