@@ -9,6 +9,8 @@
 //!
 //! - garbage, oversized and half-written control requests get an error reply or a close, and
 //!   the daemon keeps answering (control socket and relay);
+//! - 15 slow-loris clients and a `monitor` fill every control slot; the trickled requests
+//!   are closed at the whole-request deadline and carpioctl works again (monitor unharmed);
 //! - 100 rapid reloads, one in three of a broken file, keep serving, and each is counted;
 //! - the relay running out of file descriptors (RLIMIT_NOFILE lowered for the daemon alone,
 //!   with prlimit(1)) refuses connections it cannot take and serves again once they go.
@@ -599,4 +601,114 @@ fn relay_out_of_file_descriptors_refuses_and_recovers() {
         });
     }
     assert!(ctl_ok, "control socket not answering after the exhaustion");
+}
+
+/// Slow-loris on the control socket: a `monitor` client and 15 clients trickling a request
+/// one byte a second fill all 16 slots (a 17th connection is refused by name). Each trickled
+/// request has REQUEST_TIMEOUT to arrive whole, so the tricklers are answered with an error and
+/// closed, and carpioctl works again within that deadline plus a margin (polled). Without the
+/// whole-request deadline every single read resets the idle limit and the tricklers hold the
+/// slots for as long as they trickle (25 s here). The monitor client keeps its subscription.
+#[test]
+fn slow_loris_clients_cannot_lock_carpioctl_out() {
+    use carpio::ctl::server::{MAX_CLIENTS, REQUEST_TIMEOUT};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = TempDir::new("loris");
+    let lab = topology("fctl-s", &dir);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let mut d = start(&lab, &conf, &dir, None);
+    wait_echo(&lab, &d, "at start");
+    wait_started(&mut d);
+    let timeouts0 = counter(&sock, "daemon_ctl_request_timeouts");
+    let refused0 = counter(&sock, "daemon_ctl_refused");
+
+    let mut monitor = UnixStream::connect(&sock).expect("connect");
+    monitor
+        .write_all(proto::to_line(&Request::Monitor).as_bytes())
+        .expect("write");
+    // Let the monitor subscribe before the tricklers arrive (it is then reading nothing).
+    std::thread::sleep(Duration::from_millis(300));
+
+    const TRICKLE_FOR: Duration = Duration::from_secs(25);
+    let tricklers: Vec<UnixStream> = (0..MAX_CLIENTS - 1)
+        .map(|_| UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let trickler = {
+        let (stop, closed) = (stop.clone(), closed.clone());
+        std::thread::spawn(move || {
+            let req = b"{\"cmd\":\"show\",\"what\":\"summary\"}";
+            let mut open: Vec<UnixStream> = tricklers;
+            let mut i = 0;
+            while !open.is_empty() && t0.elapsed() < TRICKLE_FOR && !stop.load(Ordering::Relaxed) {
+                let b = req[i % req.len()];
+                i += 1;
+                let before = open.len();
+                open.retain_mut(|s| s.write_all(&[b]).is_ok());
+                closed.fetch_add(before - open.len(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    // All slots are taken: a 17th connection is refused by name.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut probe = UnixStream::connect(&sock).expect("connect");
+    probe.write_all(b"probe\n").expect("write");
+    let got = replies(&mut probe, 1);
+    assert!(
+        matches!(got.first(), Some(Response::Error { message }) if message.contains("too many")),
+        "the 17th connection was not refused: {got:?}"
+    );
+    drop(probe);
+
+    // carpioctl works again once the trickled requests run out of time.
+    let limit = REQUEST_TIMEOUT + Duration::from_secs(10);
+    let mut back = None;
+    while back.is_none() && t0.elapsed() < limit {
+        let o = Command::new(env!("CARGO_BIN_EXE_carpioctl"))
+            .arg("-s")
+            .arg(&sock)
+            .args(["show", "summary"])
+            .output()
+            .expect("carpioctl");
+        if o.status.success() {
+            back = Some(t0.elapsed());
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let Some(back) = back else {
+        stop.store(true, Ordering::Relaxed);
+        panic!(
+            "carpioctl locked out for {limit:?} by {} trickling clients",
+            MAX_CLIENTS - 1
+        );
+    };
+    // The trickler ends once every write fails (the daemon closed them all) or at its bound.
+    let _ = trickler.join();
+    eprintln!("fault_ctl: carpioctl back {back:?} after the slow-loris began");
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        MAX_CLIENTS - 1,
+        "every trickler was closed by the daemon"
+    );
+    assert!(counter(&sock, "daemon_ctl_request_timeouts") - timeouts0 >= (MAX_CLIENTS - 1) as u64);
+    assert!(counter(&sock, "daemon_ctl_refused") > refused0);
+
+    // The monitor client was not closed: a reload reaches it as an event.
+    assert_eq!(call(&sock, &Request::Reload), Response::Ok);
+    let got = replies(&mut monitor, 1);
+    assert!(
+        matches!(got.first(), Some(Response::Event { kind, .. }) if kind == "reload"),
+        "monitor did not get the reload event: {got:?}"
+    );
+    assert!(d.alive(), "daemon died; log:\n{}", d.log());
 }

@@ -222,6 +222,8 @@ struct Daemon {
     sync: Option<sync::Sync>,
     /// relayd's per-redirect session statistics, sampled from the workers' traffic figures.
     stats: crate::metrics::Book,
+    /// The control socket's counters (slow or idle clients closed, connections refused).
+    ctl_stats: Option<Arc<server::Stats>>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -379,6 +381,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         route,
         sync,
         stats: Default::default(),
+        ctl_stats: Some(ctl.stats()),
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -1301,6 +1304,9 @@ impl Daemon {
             out.push((c.name().to_string(), self.counters.get(c.index())));
         }
         out.extend(self.health_counters());
+        if let Some(s) = &self.ctl_stats {
+            out.extend(s.values());
+        }
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
         out.extend(self.route_counters());
@@ -1431,6 +1437,7 @@ mod tests {
             route: None,
             sync: None,
             stats: Default::default(),
+            ctl_stats: None,
         }
     }
 
