@@ -415,6 +415,11 @@ fn garbage_oversized_and_half_written_requests() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(echo(&lab, "after").as_deref(), Some("echo after"));
     assert!(d.alive(), "daemon died; log:\n{}", d.log());
+    // The relay's own counters are in `show counters` too: the echoes above went through it
+    // ("after\n" in, "echo after\n" out, at least).
+    assert!(counter(&sock, "relay_session_accepted") >= 2);
+    assert!(counter(&sock, "relay_bytes_in") >= 6);
+    assert!(counter(&sock, "relay_bytes_out") >= 11);
     let requests = counter(&sock, "daemon_ctl_requests") - requests_before;
     // summary, poll, the recovery polls, show summary, this show counters: a handful, never
     // one per garbage line.

@@ -1307,6 +1307,7 @@ impl Daemon {
         if let Some(s) = &self.ctl_stats {
             out.extend(s.values());
         }
+        out.extend(self.relay_counters());
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
         out.extend(self.route_counters());
@@ -1327,6 +1328,44 @@ impl Daemon {
             }
         }
         out
+    }
+}
+
+/// The `show counters` name of a relay counter: rejects join the drop reasons
+/// (`drop_no_backend` → `drop_relay_no_backend`, `dns_drop_short` → `drop_relay_dns_short`,
+/// so the Prometheus endpoint files them under `carpio_drops_total{reason="relay_..."}`), the
+/// rest get a `relay_` prefix (`relay_session_accepted`, `relay_bytes_in`).
+fn relay_counter_name(c: crate::relay::Counter) -> String {
+    let n = c.name();
+    if let Some(r) = n.strip_prefix("drop_") {
+        format!("drop_relay_{r}")
+    } else if let Some(r) = n.strip_prefix("dns_drop_") {
+        format!("drop_relay_dns_{r}")
+    } else {
+        format!("relay_{n}")
+    }
+}
+
+impl Daemon {
+    /// Every relay counter summed over the relays (relayd keeps them per relay: `show relays`
+    /// has each relay's session count), listed even before the first session.
+    fn relay_counters(&self) -> Vec<(String, u64)> {
+        let Some(h) = &self.relays else {
+            return Vec::new();
+        };
+        let mut sums = [0u64; crate::relay::Counter::COUNT];
+        for (_, name) in h.relays() {
+            for (c, v) in h.counters(&name) {
+                if let Some(s) = sums.get_mut(c.index()) {
+                    *s += v;
+                }
+            }
+        }
+        crate::relay::Counter::ALL
+            .iter()
+            .zip(sums)
+            .map(|(&c, v)| (relay_counter_name(c), v))
+            .collect()
     }
 }
 
@@ -1627,6 +1666,103 @@ mod tests {
         assert!(!d.stop);
         assert_eq!(d.handle(Request::Stop), Response::Ok);
         assert!(d.stop);
+        let _ = std::fs::remove_file(p);
+    }
+
+    /// Relay traffic shows up in `show counters`: sessions, bytes both ways, and rejects as
+    /// drop reasons (a relay whose only backend is down).
+    #[test]
+    fn relay_counters_are_shown() {
+        use std::io::{Read, Write};
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bport = backend.local_addr().unwrap().port();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = backend.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"hello, world").unwrap();
+        });
+        // Free ports on an address of its own (tests/relay_loopback.rs uses 127.77.0.N).
+        let ip = "127.77.9.1";
+        let port = || {
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (p_ok, p_none) = (port(), port());
+        let p = write(
+            "relay.conf",
+            &format!(
+                "{CONF}table <dead> {{ 127.0.0.1 }}\n\
+                 relay ok {{\n listen on {ip} port {p_ok}\n forward to 127.0.0.1 port {bport}\n}}\n\
+                 relay none {{\n listen on {ip} port {p_none}\n forward to <dead> port 9 check icmp\n}}\n"
+            ),
+        );
+        let mut d = daemon(&p);
+        let relays = crate::relay::spawn(&d.cfg, crate::relay::Options::default()).unwrap();
+        let ok = relays.local_addrs("ok")[0];
+        let none = relays.local_addrs("none")[0];
+        let dead = d
+            .cfg
+            .tables
+            .iter()
+            .find(|t| t.base == "dead")
+            .unwrap()
+            .hosts[0]
+            .id;
+        assert!(relays.set_host_state(dead, false));
+        d.relays = Some(relays);
+        let shown = |d: &mut Daemon| match d.handle(Request::Show {
+            what: Show::Counters,
+        }) {
+            Response::Counters { counters } => counters,
+            other => panic!("{other:?}"),
+        };
+        let get = |c: &[(String, u64)], n: &str| {
+            c.iter()
+                .find(|(k, _)| k == n)
+                .unwrap_or_else(|| panic!("no counter {n}"))
+                .1
+        };
+        let c0 = shown(&mut d);
+        assert_eq!(get(&c0, "relay_session_accepted"), 0);
+        assert_eq!(get(&c0, "drop_relay_dns_short"), 0);
+
+        let mut s = std::net::TcpStream::connect(ok).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello, world");
+        echo.join().unwrap();
+        drop(s);
+        let mut s = std::net::TcpStream::connect(none).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+
+        // The workers count as they go: poll until both sessions are closed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = shown(&mut d);
+        while get(&c, "relay_session_closed") < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            c = shown(&mut d);
+        }
+        assert_eq!(get(&c, "relay_session_accepted"), 2, "{c:?}");
+        assert_eq!(get(&c, "relay_session_closed"), 2, "{c:?}");
+        assert_eq!(get(&c, "relay_bytes_in"), 5, "{c:?}");
+        assert_eq!(get(&c, "relay_bytes_out"), 12, "{c:?}");
+        assert_eq!(get(&c, "drop_relay_no_backend"), 1, "{c:?}");
+        for x in crate::relay::Counter::ALL {
+            let n = relay_counter_name(*x);
+            assert!(
+                n.starts_with("relay_") || n.starts_with("drop_relay_"),
+                "{n}"
+            );
+            assert_eq!(c.iter().filter(|(k, _)| *k == n).count(), 1, "{n}");
+        }
         let _ = std::fs::remove_file(p);
     }
 
