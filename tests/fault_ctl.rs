@@ -13,7 +13,9 @@
 //!   are closed at the whole-request deadline and carpioctl works again (monitor unharmed);
 //! - 100 rapid reloads, one in three of a broken file, keep serving, and each is counted;
 //! - the relay running out of file descriptors (RLIMIT_NOFILE lowered for the daemon alone,
-//!   with prlimit(1)) refuses connections it cannot take and serves again once they go.
+//!   with prlimit(1)) refuses connections it cannot take and serves again once they go;
+//! - the same limit with a connection flood already running when the daemon starts: it
+//!   finishes starting (relays accept only then), refuses and counts, and serves afterwards.
 //!
 //! Tests serialise on a file-local mutex; every wait is bounded by a deadline.
 
@@ -217,7 +219,7 @@ fn wait_echo(lab: &Lab, d: &Daemon, what: &str) {
     panic!("relay not serving {what}; log:\n{}", d.log());
 }
 
-/// Waits (bounded) until the daemon has finished starting (relays answer before that).
+/// Waits (bounded) until the daemon has finished starting (its log says so).
 fn wait_started(d: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !d.log().contains("started") {
@@ -715,5 +717,112 @@ fn slow_loris_clients_cannot_lock_carpioctl_out() {
         matches!(got.first(), Some(Response::Event { kind, .. }) if kind == "reload"),
         "monitor did not get the reload event: {got:?}"
     );
+    assert!(d.alive(), "daemon died; log:\n{}", d.log());
+}
+
+/// A connection flood at the relay while the daemon starts with a low RLIMIT_NOFILE: the
+/// relay may take only what the limit leaves, and refuses (counts) the rest, and the daemon
+/// must finish starting and serve once the flood goes. Relays that accepted before the rest of
+/// the daemon had opened its descriptors (control socket, signal pipe) made start-up fail with
+/// EMFILE, and an error while starting is fatal.
+#[test]
+fn start_up_under_a_connection_flood_with_few_descriptors() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = TempDir::new("flood");
+    let lab = topology("fctl-u", &dir);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let base = {
+        let mut d = start(&lab, &conf, &dir, None);
+        wait_echo(&lab, &d, "unlimited");
+        wait_started(&mut d);
+        std::thread::sleep(Duration::from_millis(300));
+        d.open_fds()
+    };
+    assert!(base > 3, "could not count the daemon's descriptors");
+    let limit = base as u64 + 16;
+
+    // Four threads in the client namespace connect as fast as they can (a refused connect is
+    // retried at once) and hold what they get, from before the daemon starts until told to
+    // stop or 20 s pass.
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicUsize::new(0));
+    let mut d = std::thread::scope(|s| {
+        let flood = {
+            let (stop, held, lab) = (stop.clone(), held.clone(), &lab);
+            s.spawn(move || {
+                lab.run_in("cl", || {
+                    std::thread::scope(|s2| {
+                        for _ in 0..4 {
+                            let (stop, held) = (stop.clone(), held.clone());
+                            s2.spawn(move || {
+                                let t0 = Instant::now();
+                                let mut conns = Vec::new();
+                                let addr: SocketAddr = RELAY.parse().expect("addr");
+                                while !stop.load(Ordering::Relaxed)
+                                    && t0.elapsed() < Duration::from_secs(20)
+                                    && conns.len() < 100
+                                {
+                                    match TcpStream::connect_timeout(
+                                        &addr,
+                                        Duration::from_millis(200),
+                                    ) {
+                                        Ok(mut c) => {
+                                            let _ = c.write_all(b"flood\n");
+                                            conns.push(c);
+                                            held.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                                    }
+                                }
+                                // Hold them until told to stop (bounded).
+                                while !stop.load(Ordering::Relaxed)
+                                    && t0.elapsed() < Duration::from_secs(20)
+                                {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                            });
+                        }
+                    });
+                })
+                .expect("netns")
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let mut d = start(&lab, &conf, &dir, Some(limit));
+        // Started, or exited: bounded.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && d.alive() && !d.log().contains("started") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = d.alive();
+        // Keep flooding a little after the start, then let go.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let _ = flood.join();
+        assert!(
+            alive && d.log().contains("started"),
+            "daemon did not start under the flood (RLIMIT_NOFILE {limit}, {} connections \
+             held); log:\n{}",
+            held.load(Ordering::Relaxed),
+            d.log()
+        );
+        d
+    });
+    eprintln!(
+        "fault_ctl: started under a flood of {} connections with RLIMIT_NOFILE {limit} (idle {base})",
+        held.load(Ordering::Relaxed)
+    );
+    assert!(
+        held.load(Ordering::Relaxed) > 16,
+        "the flood never got through"
+    );
+    // The relay refused what it could not take (accept errors counted), and serves again.
+    wait_echo(&lab, &d, "after the flood");
+    assert!(counter(&sock, "drop_relay_accept_error") > 0);
     assert!(d.alive(), "daemon died; log:\n{}", d.log());
 }

@@ -292,8 +292,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
         crate::carp::shell::run_from_config(&cfg)?
     };
     // Relays bind their listeners here, before privileges are dropped (IP_FREEBIND lets them
-    // bind a carp address this node does not hold yet).
-    let relays = if cfg.relays.is_empty() {
+    // bind a carp address this node does not hold yet); they accept only once the daemon has
+    // opened everything else (`relay::bind`).
+    let mut relays = if cfg.relays.is_empty() {
         None
     } else {
         let seed = std::time::SystemTime::now()
@@ -304,7 +305,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
             seed,
         };
         Some(
-            crate::relay::spawn(&cfg, opts)
+            crate::relay::bind(&cfg, opts)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
@@ -352,6 +353,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
     }
 
     let signals = spawn_signals(calls_tx)?;
+    if let Some(r) = relays.as_mut() {
+        r.start().map_err(|e| io::Error::other(e.to_string()))?;
+    }
     let (roles_tx, roles_rx) = crossbeam::channel::unbounded::<RoleEvent>();
     // Hook: start the health engine, carp, relays and pfsync here with `roles.events`.
     let roles = Roles { events: roles_tx };
