@@ -44,7 +44,7 @@
 //! small handle and crossbeam channels (see [`Roles`]): they send [`RoleEvent`]s (host up/down)
 //! to the parent, which rebuilds the snapshot and tells `carpioctl monitor` subscribers; CARP
 //! and pfsync frames arrive from the workers on the control queue. The health engine ([`checks`])
-//! marks hosts down and up; until its first check a host counts as up.
+//! marks hosts down and up; until its first check a host is unknown and not used, as in relayd.
 //!
 //! Nothing here panics on input from the network, a file or a control client: errors are
 //! returned, logged, or answered with `Response::Error`/`Failed`; counters name every reject.
@@ -243,6 +243,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
     let link = learn_link(&first.name)?;
     let mut states = HostStates::default();
     resolve_macs(&cfg, &first.name, &mut states, true);
+    // Checked hosts are not used until their first check says up (relayd's HOST_UNKNOWN).
+    states.unknown = checks::unchecked(&cfg);
     let snap = Snapshot::build(&cfg, &states, link.clone(), None)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let steering = Steering::of(&snap);
@@ -309,6 +311,12 @@ pub fn run(opts: &Options) -> io::Result<()> {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
+    if let Some(r) = &relays {
+        // relayd's relays too pick only HOST_UP hosts (relay.c `relay_from_table`).
+        for &id in &states.unknown {
+            r.set_host_state(id, false);
+        }
+    }
     // The health engine opens raw ICMP sockets per check: CAP_NET_RAW survives the drop, and
     // its thread must exist before privileges change (capabilities are per thread).
     let health = checks::start(&cfg)?;
@@ -711,7 +719,10 @@ impl Daemon {
         match ev {
             RoleEvent::Host { id, up } => {
                 let was_down = self.states.down.contains(&id);
-                if up == was_down {
+                // A host's first verdict always counts: unknown -> up or down.
+                let was_unknown = self.states.unknown.contains(&id);
+                self.states.unknown.retain(|&u| u != id);
+                if up == was_down || was_unknown {
                     self.states.down.retain(|&d| d != id);
                     if !up {
                         self.states.down.push(id);
@@ -1135,7 +1146,9 @@ impl Daemon {
                         id: h.id,
                         name,
                         parent: h.parent.unwrap_or(0),
-                        state: if self.states.down.contains(&h.id) {
+                        state: if self.states.unknown.contains(&h.id) {
+                            HostState::Unknown
+                        } else if self.states.down.contains(&h.id) {
                             HostState::Down
                         } else {
                             HostState::Up
