@@ -734,6 +734,9 @@ mod tests {
                 ("worker1_busy_ns".into(), 10),
                 ("flows".into(), 4),
                 ("daemon_reloads".into(), 2),
+                // The relays' counters as the daemon names them (daemon::relay_counter_name).
+                ("relay_bytes_in".into(), 512),
+                ("drop_relay_no_backend".into(), 5),
             ],
             services: vec![ServiceTraffic {
                 redirect: "dns".into(),
@@ -895,6 +898,11 @@ mod tests {
             1.0
         );
         assert_eq!(get("carpio_ipv4_udp_total", &[]), 12.0);
+        assert_eq!(get("carpio_relay_bytes_in_total", &[]), 512.0);
+        assert_eq!(
+            get("carpio_drops_total", &[("reason", "relay_no_backend")]),
+            5.0
+        );
         assert_eq!(get("carpio_worker_busy_ns_total", &[("worker", "1")]), 10.0);
         assert_eq!(get("carpio_flows", &[]), 4.0);
         assert_eq!(get("carpio_carp_adv_sent_total", &[]), 9.0);

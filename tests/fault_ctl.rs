@@ -9,9 +9,13 @@
 //!
 //! - garbage, oversized and half-written control requests get an error reply or a close, and
 //!   the daemon keeps answering (control socket and relay);
+//! - 15 slow-loris clients and a `monitor` fill every control slot; the trickled requests
+//!   are closed at the whole-request deadline and carpioctl works again (monitor unharmed);
 //! - 100 rapid reloads, one in three of a broken file, keep serving, and each is counted;
 //! - the relay running out of file descriptors (RLIMIT_NOFILE lowered for the daemon alone,
-//!   with prlimit(1)) refuses connections it cannot take and serves again once they go.
+//!   with prlimit(1)) refuses connections it cannot take and serves again once they go;
+//! - the same limit with a connection flood already running when the daemon starts: it
+//!   finishes starting (relays accept only then), refuses and counts, and serves afterwards.
 //!
 //! Tests serialise on a file-local mutex; every wait is bounded by a deadline.
 
@@ -215,7 +219,7 @@ fn wait_echo(lab: &Lab, d: &Daemon, what: &str) {
     panic!("relay not serving {what}; log:\n{}", d.log());
 }
 
-/// Waits (bounded) until the daemon has finished starting (relays answer before that).
+/// Waits (bounded) until the daemon has finished starting (its log says so).
 fn wait_started(d: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !d.log().contains("started") {
@@ -413,6 +417,11 @@ fn garbage_oversized_and_half_written_requests() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(echo(&lab, "after").as_deref(), Some("echo after"));
     assert!(d.alive(), "daemon died; log:\n{}", d.log());
+    // The relay's own counters are in `show counters` too: the echoes above went through it
+    // ("after\n" in, "echo after\n" out, at least).
+    assert!(counter(&sock, "relay_session_accepted") >= 2);
+    assert!(counter(&sock, "relay_bytes_in") >= 6);
+    assert!(counter(&sock, "relay_bytes_out") >= 11);
     let requests = counter(&sock, "daemon_ctl_requests") - requests_before;
     // summary, poll, the recovery polls, show summary, this show counters: a handful, never
     // one per garbage line.
@@ -599,4 +608,221 @@ fn relay_out_of_file_descriptors_refuses_and_recovers() {
         });
     }
     assert!(ctl_ok, "control socket not answering after the exhaustion");
+}
+
+/// Slow-loris on the control socket: a `monitor` client and 15 clients trickling a request
+/// one byte a second fill all 16 slots (a 17th connection is refused by name). Each trickled
+/// request has REQUEST_TIMEOUT to arrive whole, so the tricklers are answered with an error and
+/// closed, and carpioctl works again within that deadline plus a margin (polled). Without the
+/// whole-request deadline every single read resets the idle limit and the tricklers hold the
+/// slots for as long as they trickle (25 s here). The monitor client keeps its subscription.
+#[test]
+fn slow_loris_clients_cannot_lock_carpioctl_out() {
+    use carpio::ctl::server::{MAX_CLIENTS, REQUEST_TIMEOUT};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = TempDir::new("loris");
+    let lab = topology("fctl-s", &dir);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let mut d = start(&lab, &conf, &dir, None);
+    wait_echo(&lab, &d, "at start");
+    wait_started(&mut d);
+    let timeouts0 = counter(&sock, "daemon_ctl_request_timeouts");
+    let refused0 = counter(&sock, "daemon_ctl_refused");
+
+    let mut monitor = UnixStream::connect(&sock).expect("connect");
+    monitor
+        .write_all(proto::to_line(&Request::Monitor).as_bytes())
+        .expect("write");
+    // Let the monitor subscribe before the tricklers arrive (it is then reading nothing).
+    std::thread::sleep(Duration::from_millis(300));
+
+    const TRICKLE_FOR: Duration = Duration::from_secs(25);
+    let tricklers: Vec<UnixStream> = (0..MAX_CLIENTS - 1)
+        .map(|_| UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let trickler = {
+        let (stop, closed) = (stop.clone(), closed.clone());
+        std::thread::spawn(move || {
+            let req = b"{\"cmd\":\"show\",\"what\":\"summary\"}";
+            let mut open: Vec<UnixStream> = tricklers;
+            let mut i = 0;
+            while !open.is_empty() && t0.elapsed() < TRICKLE_FOR && !stop.load(Ordering::Relaxed) {
+                let b = req[i % req.len()];
+                i += 1;
+                let before = open.len();
+                open.retain_mut(|s| s.write_all(&[b]).is_ok());
+                closed.fetch_add(before - open.len(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    // All slots are taken: a 17th connection is refused by name.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut probe = UnixStream::connect(&sock).expect("connect");
+    probe.write_all(b"probe\n").expect("write");
+    let got = replies(&mut probe, 1);
+    assert!(
+        matches!(got.first(), Some(Response::Error { message }) if message.contains("too many")),
+        "the 17th connection was not refused: {got:?}"
+    );
+    drop(probe);
+
+    // carpioctl works again once the trickled requests run out of time.
+    let limit = REQUEST_TIMEOUT + Duration::from_secs(10);
+    let mut back = None;
+    while back.is_none() && t0.elapsed() < limit {
+        let o = Command::new(env!("CARGO_BIN_EXE_carpioctl"))
+            .arg("-s")
+            .arg(&sock)
+            .args(["show", "summary"])
+            .output()
+            .expect("carpioctl");
+        if o.status.success() {
+            back = Some(t0.elapsed());
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let Some(back) = back else {
+        stop.store(true, Ordering::Relaxed);
+        panic!(
+            "carpioctl locked out for {limit:?} by {} trickling clients",
+            MAX_CLIENTS - 1
+        );
+    };
+    // The trickler ends once every write fails (the daemon closed them all) or at its bound.
+    let _ = trickler.join();
+    eprintln!("fault_ctl: carpioctl back {back:?} after the slow-loris began");
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        MAX_CLIENTS - 1,
+        "every trickler was closed by the daemon"
+    );
+    assert!(counter(&sock, "daemon_ctl_request_timeouts") - timeouts0 >= (MAX_CLIENTS - 1) as u64);
+    assert!(counter(&sock, "daemon_ctl_refused") > refused0);
+
+    // The monitor client was not closed: a reload reaches it as an event.
+    assert_eq!(call(&sock, &Request::Reload), Response::Ok);
+    let got = replies(&mut monitor, 1);
+    assert!(
+        matches!(got.first(), Some(Response::Event { kind, .. }) if kind == "reload"),
+        "monitor did not get the reload event: {got:?}"
+    );
+    assert!(d.alive(), "daemon died; log:\n{}", d.log());
+}
+
+/// A connection flood at the relay while the daemon starts with a low RLIMIT_NOFILE: the
+/// relay may take only what the limit leaves, and refuses (counts) the rest, and the daemon
+/// must finish starting and serve once the flood goes. Relays that accepted before the rest of
+/// the daemon had opened its descriptors (control socket, signal pipe) made start-up fail with
+/// EMFILE, and an error while starting is fatal.
+#[test]
+fn start_up_under_a_connection_flood_with_few_descriptors() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = TempDir::new("flood");
+    let lab = topology("fctl-u", &dir);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let base = {
+        let mut d = start(&lab, &conf, &dir, None);
+        wait_echo(&lab, &d, "unlimited");
+        wait_started(&mut d);
+        std::thread::sleep(Duration::from_millis(300));
+        d.open_fds()
+    };
+    assert!(base > 3, "could not count the daemon's descriptors");
+    let limit = base as u64 + 16;
+
+    // Four threads in the client namespace connect as fast as they can (a refused connect is
+    // retried at once) and hold what they get, from before the daemon starts until told to
+    // stop or 20 s pass.
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicUsize::new(0));
+    let mut d = std::thread::scope(|s| {
+        let flood = {
+            let (stop, held, lab) = (stop.clone(), held.clone(), &lab);
+            s.spawn(move || {
+                lab.run_in("cl", || {
+                    std::thread::scope(|s2| {
+                        for _ in 0..4 {
+                            let (stop, held) = (stop.clone(), held.clone());
+                            s2.spawn(move || {
+                                let t0 = Instant::now();
+                                let mut conns = Vec::new();
+                                let addr: SocketAddr = RELAY.parse().expect("addr");
+                                while !stop.load(Ordering::Relaxed)
+                                    && t0.elapsed() < Duration::from_secs(20)
+                                    && conns.len() < 100
+                                {
+                                    match TcpStream::connect_timeout(
+                                        &addr,
+                                        Duration::from_millis(200),
+                                    ) {
+                                        Ok(mut c) => {
+                                            let _ = c.write_all(b"flood\n");
+                                            conns.push(c);
+                                            held.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                                    }
+                                }
+                                // Hold them until told to stop (bounded).
+                                while !stop.load(Ordering::Relaxed)
+                                    && t0.elapsed() < Duration::from_secs(20)
+                                {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                            });
+                        }
+                    });
+                })
+                .expect("netns")
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let mut d = start(&lab, &conf, &dir, Some(limit));
+        // Started, or exited: bounded.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && d.alive() && !d.log().contains("started") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = d.alive();
+        // Keep flooding a little after the start, then let go.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let _ = flood.join();
+        assert!(
+            alive && d.log().contains("started"),
+            "daemon did not start under the flood (RLIMIT_NOFILE {limit}, {} connections \
+             held); log:\n{}",
+            held.load(Ordering::Relaxed),
+            d.log()
+        );
+        d
+    });
+    eprintln!(
+        "fault_ctl: started under a flood of {} connections with RLIMIT_NOFILE {limit} (idle {base})",
+        held.load(Ordering::Relaxed)
+    );
+    assert!(
+        held.load(Ordering::Relaxed) > 16,
+        "the flood never got through"
+    );
+    // The relay refused what it could not take (accept errors counted), and serves again.
+    wait_echo(&lab, &d, "after the flood");
+    assert!(counter(&sock, "drop_relay_accept_error") > 0);
+    assert!(d.alive(), "daemon died; log:\n{}", d.log());
 }

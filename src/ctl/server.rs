@@ -8,8 +8,14 @@
 //! bounded queue of [`MONITOR_QUEUE`]; a client too slow to read them loses events, never
 //! stalls the parent) and the connection forwards them until the client goes away.
 //!
-//! Nothing a client sends can crash the daemon: no unwrap on client input, reads time out
-//! ([`CLIENT_IDLE`]) so an idle client cannot hold a slot forever.
+//! Nothing a client sends can crash the daemon: no unwrap on client input, and no client can
+//! hold a slot forever. Two clocks, as HAProxy's `timeout http-request` and `timeout
+//! http-keep-alive`: a request must arrive whole within [`REQUEST_TIMEOUT`] (the first one
+//! counted from the accept, later ones from their first byte), so a client trickling one byte
+//! at a time (slow-loris) is answered with an error and closed; between requests a connection
+//! may stay silent for [`CLIENT_IDLE`]. A reply must be taken by the client within
+//! [`CLIENT_IDLE`] as a whole. `monitor` connections, once subscribed, only write. Each close
+//! and refusal is counted ([`CtlCounter`], shown by `show counters`).
 
 use super::proto::{self, Request, Response};
 use crossbeam::channel::{Sender, bounded};
@@ -18,20 +24,69 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Concurrent connections served; more are refused with an error reply.
 pub const MAX_CLIENTS: usize = 16;
-/// A connection idle this long is closed.
+/// A connection idle this long between requests is closed; a reply not taken by the client
+/// within this long is abandoned and the connection closed.
 pub const CLIENT_IDLE: Duration = Duration::from_secs(30);
+/// A request (one line of at most [`proto::MAX_REQUEST`] bytes) must arrive whole this long
+/// after the connection was accepted (the first request) or after its first byte (later
+/// ones). A local client writes a line in microseconds; this only bounds hostile ones.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection waits for the parent's answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events queued for one `monitor` client.
 pub const MONITOR_QUEUE: usize = 256;
 /// How often the accept loop looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
+/// How long the refusal of a connection beyond the limit may take to write.
+const REFUSE_WRITE: Duration = Duration::from_millis(100);
+
+crate::named_counters! {
+    /// What the control socket refused or closed (shown by `show counters`).
+    pub enum CtlCounter {
+        /// A request not complete within [`REQUEST_TIMEOUT`] (slow-loris): answered and closed.
+        RequestTimeouts = "daemon_ctl_request_timeouts",
+        /// A connection silent for [`CLIENT_IDLE`] between requests: closed.
+        IdleCloses = "daemon_ctl_idle_closes",
+        /// A reply the client did not take within [`CLIENT_IDLE`]: connection closed.
+        WriteTimeouts = "daemon_ctl_write_timeouts",
+        /// A connection beyond [`MAX_CLIENTS`]: answered with an error and closed.
+        Refused = "daemon_ctl_refused",
+    }
+}
+
+/// The control socket's counters, shared by the accept thread and the connection threads.
+#[derive(Debug, Default)]
+pub struct Stats([AtomicU64; CtlCounter::COUNT]);
+
+impl Stats {
+    fn add(&self, c: CtlCounter) {
+        if let Some(a) = self.0.get(c.index()) {
+            // Relaxed: plain statistics, ordered with nothing else.
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One counter's value.
+    pub fn get(&self, c: CtlCounter) -> u64 {
+        self.0
+            .get(c.index())
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Every counter by name, in [`CtlCounter::ALL`] order.
+    pub fn values(&self) -> Vec<(String, u64)> {
+        CtlCounter::ALL
+            .iter()
+            .map(|&c| (c.name().to_string(), self.get(c)))
+            .collect()
+    }
+}
 
 /// A request from a client with the channel its one reply goes back on.
 pub struct Call {
@@ -43,6 +98,7 @@ pub struct Call {
 pub struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -67,12 +123,15 @@ pub fn start(path: &Path, owner: Option<(u32, u32)>, calls: Sender<Call>) -> io:
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let active = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(Stats::default());
+    let st = stats.clone();
     let thread = std::thread::Builder::new()
         .name("carpio-ctl".into())
-        .spawn(move || accept_loop(listener, flag, active, calls))?;
+        .spawn(move || accept_loop(listener, flag, active, calls, st))?;
     Ok(Server {
         path: path.to_path_buf(),
         stop,
+        stats,
         thread: Some(thread),
     })
 }
@@ -80,6 +139,11 @@ pub fn start(path: &Path, owner: Option<(u32, u32)>, calls: Sender<Call>) -> io:
 impl Server {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The socket's counters (they outlive [`Server::stop`]).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Stops accepting, waits for the accept thread, removes the socket file.
@@ -104,14 +168,19 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
     active: Arc<AtomicUsize>,
     calls: Sender<Call>,
+    stats: Arc<Stats>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((mut stream, _)) => {
+                let accepted = Instant::now();
                 let _ = stream.set_nonblocking(false);
                 // AcqRel pairs with the decrement when a connection thread ends.
                 if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                     active.fetch_sub(1, Ordering::AcqRel);
+                    stats.add(CtlCounter::Refused);
+                    // A client that does not read must not stall the accept loop.
+                    let _ = stream.set_write_timeout(Some(REFUSE_WRITE));
                     let _ = stream.write_all(
                         proto::to_line(&Response::Error {
                             message: "too many control connections".into(),
@@ -123,10 +192,11 @@ fn accept_loop(
                 let calls = calls.clone();
                 let active2 = active.clone();
                 let stop2 = stop.clone();
+                let stats2 = stats.clone();
                 let spawned = std::thread::Builder::new()
                     .name("carpio-ctl-conn".into())
                     .spawn(move || {
-                        let _ = serve(stream, &calls, &stop2);
+                        let _ = serve(stream, &calls, &stop2, accepted, &stats2);
                         active2.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -168,14 +238,117 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<Resul
     Ok(Some(Ok(())))
 }
 
-fn serve(stream: UnixStream, calls: &Sender<Call>, stop: &AtomicBool) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_IDLE))?;
-    stream.set_write_timeout(Some(CLIENT_IDLE))?;
+/// The connection's read side: each read waits at most until the current request's
+/// deadline, or [`CLIENT_IDLE`] when no request is under way.
+struct Conn {
+    stream: UnixStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let wait = match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                left.min(CLIENT_IDLE)
+            }
+            None => CLIENT_IDLE,
+        };
+        self.stream.set_read_timeout(Some(wait))?;
+        self.stream.read(buf)
+    }
+}
+
+/// A read or write that ran out of time (SO_RCVTIMEO/SO_SNDTIMEO give EAGAIN).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes all of `buf` within [`CLIENT_IDLE`] in total, not per write: a client reading one
+/// byte at a time cannot hold the connection thread longer.
+fn write_reply(w: &mut UnixStream, buf: &[u8], stats: &Stats) -> io::Result<()> {
+    let deadline = Instant::now() + CLIENT_IDLE;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = if left.is_zero() {
+            Err(io::ErrorKind::TimedOut.into())
+        } else {
+            w.set_write_timeout(Some(left)).and_then(|()| w.write(rest))
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if timed_out(&e) {
+                    stats.add(CtlCounter::WriteTimeouts);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(
+    stream: UnixStream,
+    calls: &Sender<Call>,
+    stop: &AtomicBool,
+    accepted: Instant,
+    stats: &Stats,
+) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    // The first request is due REQUEST_TIMEOUT after the accept: a client that connects and
+    // says nothing holds its slot no longer than one that trickles.
+    let mut reader = BufReader::new(Conn {
+        stream,
+        deadline: Some(accepted + REQUEST_TIMEOUT),
+    });
     let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let resp = match read_line(&mut reader, &mut line)? {
+        if reader.get_ref().deadline.is_none() {
+            // Between requests: wait (up to CLIENT_IDLE) for the next one's first byte; its
+            // deadline runs from there. Bytes already buffered start it at once.
+            if reader.buffer().is_empty() {
+                match reader.fill_buf() {
+                    Ok([]) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) if timed_out(&e) => {
+                        stats.add(CtlCounter::IdleCloses);
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            reader.get_mut().deadline = Some(Instant::now() + REQUEST_TIMEOUT);
+        }
+        let got = match read_line(&mut reader, &mut line) {
+            Ok(got) => got,
+            Err(e) if timed_out(&e) => {
+                stats.add(CtlCounter::RequestTimeouts);
+                // Best effort, like HAProxy's 408: the client learns why it was closed.
+                let _ = writer.set_write_timeout(Some(REFUSE_WRITE));
+                let _ = writer.write_all(
+                    proto::to_line(&Response::Error {
+                        message: format!(
+                            "request timeout (a request must arrive whole within {} s)",
+                            REQUEST_TIMEOUT.as_secs()
+                        ),
+                    })
+                    .as_bytes(),
+                );
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let resp = match got {
             None => return Ok(()),
             Some(Err(len)) => Response::Error {
                 message: format!(
@@ -183,6 +356,7 @@ fn serve(stream: UnixStream, calls: &Sender<Call>, stop: &AtomicBool) -> io::Res
                     proto::MAX_REQUEST
                 ),
             },
+            // Blank lines are not requests: the deadline of the one under way keeps running.
             Some(Ok(())) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Some(Ok(())) => match proto::parse_request(&line) {
                 Err(message) => Response::Error { message },
@@ -193,10 +367,12 @@ fn serve(stream: UnixStream, calls: &Sender<Call>, stop: &AtomicBool) -> io::Res
                         return Ok(());
                     }
                     // Forward events until the parent drops the subscription, the client
-                    // closes (the write fails) or the server stops.
+                    // closes (the write fails) or the server stops. Nothing is read any more.
                     while !stop.load(Ordering::Relaxed) {
                         match rx.recv_timeout(ACCEPT_POLL) {
-                            Ok(ev) => writer.write_all(proto::to_line(&ev).as_bytes())?,
+                            Ok(ev) => {
+                                write_reply(&mut writer, proto::to_line(&ev).as_bytes(), stats)?;
+                            }
                             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
                                 return Ok(());
@@ -220,7 +396,9 @@ fn serve(stream: UnixStream, calls: &Sender<Call>, stop: &AtomicBool) -> io::Res
                 }
             },
         };
-        writer.write_all(proto::to_line(&resp).as_bytes())?;
+        write_reply(&mut writer, proto::to_line(&resp).as_bytes(), stats)?;
+        // Answered: the connection is between requests again.
+        reader.get_mut().deadline = None;
     }
     Ok(())
 }
@@ -338,11 +516,74 @@ mod tests {
         let mut reply = String::new();
         BufReader::new(extra).read_line(&mut reply).unwrap();
         assert!(reply.contains("too many control connections"), "{reply}");
+        assert_eq!(server.stats().get(CtlCounter::Refused), 1);
         // Closing the held connections frees their slots.
         drop(held);
         std::thread::sleep(ACCEPT_POLL * 3);
         let mut c = Client::connect(&path, None).unwrap();
         c.send(&Request::Poll).unwrap();
+        server.stop();
+    }
+
+    /// Slow-loris: a silent client and one trickling a byte every 300 ms are answered with
+    /// an error and closed at the request deadline; a client that finished a request may stay
+    /// silent past it (only the idle limit applies between requests).
+    #[test]
+    fn slow_and_silent_requests_are_closed_at_the_deadline() {
+        let path = tmp_socket("d");
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let p = parent(rx);
+        let mut server = start(&path, None, tx).unwrap();
+        let stats = server.stats();
+        let t0 = std::time::Instant::now();
+        let silent = UnixStream::connect(&path).unwrap();
+        let trickle = UnixStream::connect(&path).unwrap();
+        let mut w = trickle.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            // Bounded: well past the deadline, stops at the first failed write.
+            for b in b"{\"cmd\":\"show\",\"what\":\"summary\"}"
+                .iter()
+                .cycle()
+                .take(60)
+            {
+                if w.write_all(&[*b]).is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            false
+        });
+        let mut c = Client::connect(&path, None).unwrap();
+        assert_eq!(c.call(&Request::Poll).unwrap(), Response::Ok);
+        for s in [silent, trickle] {
+            s.set_read_timeout(Some(REQUEST_TIMEOUT * 3)).unwrap();
+            let mut r = BufReader::new(s);
+            let mut reply = String::new();
+            r.read_line(&mut reply).unwrap();
+            assert!(reply.contains("request timeout"), "{reply}");
+            reply.clear();
+            assert_eq!(
+                r.read_line(&mut reply).unwrap(),
+                0,
+                "closed after the reply"
+            );
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= REQUEST_TIMEOUT,
+            "closed before the deadline: {took:?}"
+        );
+        assert!(
+            writer.join().unwrap(),
+            "the trickling client was never closed"
+        );
+        assert_eq!(stats.get(CtlCounter::RequestTimeouts), 2);
+        // The client that was answered is between requests: still open past the deadline.
+        std::thread::sleep(REQUEST_TIMEOUT.saturating_sub(t0.elapsed()) + Duration::from_secs(1));
+        assert_eq!(c.call(&Request::Poll).unwrap(), Response::Ok);
+        assert_eq!(stats.get(CtlCounter::IdleCloses), 0);
+        assert_eq!(c.call(&Request::Stop).unwrap(), Response::Ok);
+        p.join().unwrap();
         server.stop();
     }
 

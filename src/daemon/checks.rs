@@ -12,9 +12,15 @@
 //! - `carpioctl host|table disable|enable` and `poll` are forwarded to the engine, and
 //!   `show hosts` takes its check counts and errors from it.
 //!
+//! A checked host is unknown until its first check decides, and unknown hosts are not used:
+//! relayd's hosts start HOST_UNKNOWN (hce.c), and the pfe puts only HOST_UP hosts into a
+//! redirect's pf table (pfe_filter.c `sync_table`) and relays pick only HOST_UP hosts
+//! (relay.c `relay_from_table`). So a backend that is dead at start never gets a flow.
+//!
 //! A reload that changes the tables restarts the engine. Hosts keep the state they had (matched
 //! by table name and address, since relayctl ids may be renumbered) until the new engine's first
-//! check decides, so a reload never flaps a backend.
+//! check decides, so a reload never flaps a backend; hosts new to the configuration start
+//! unknown.
 //!
 //! [`HostStates`]: crate::dataplane::snapshot::HostStates
 
@@ -86,6 +92,37 @@ fn describe(u: &HostUpdate, name: &str) -> String {
         state(u.old),
         state(u.new)
     )
+}
+
+/// Every host the engine checks (all hosts of all tables, when there are tables): unknown
+/// until their first check.
+pub(super) fn unchecked(cfg: &Config) -> Vec<u32> {
+    let mut ids: Vec<u32> = cfg
+        .tables
+        .iter()
+        .flat_map(|t| t.hosts.iter().map(|h| h.id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The ids in `new` of the hosts still unknown after a reload: those unknown in `old` and
+/// those `old` did not have (matched by table and address).
+fn carry_unknown(old: &Config, new: &Config, unknown: &[u32]) -> Vec<u32> {
+    let old_keys = host_keys(old);
+    let known: HashSet<(String, String)> = old_keys
+        .iter()
+        .filter(|(id, _)| !unknown.contains(id))
+        .map(|(_, k)| k.clone())
+        .collect();
+    let mut out: Vec<u32> = host_keys(new)
+        .into_iter()
+        .filter(|(_, k)| !known.contains(k))
+        .map(|(id, _)| id)
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The ids in `new` of the hosts that were down in `old` (matched by table and address).
@@ -265,6 +302,7 @@ impl Daemon {
             return Ok(());
         }
         self.states.down = carry_down(old, &self.cfg, &self.states.down);
+        self.states.unknown = carry_unknown(old, &self.cfg, &self.states.unknown);
         // Stop the old engine before the new one starts (scripts killed, sockets closed).
         self.health = None;
         self.health = start(&self.cfg).map_err(|e| e.to_string())?;
@@ -321,6 +359,65 @@ mod tests {
         assert_ne!(down, carried, "the ids did shift, so the mapping mattered");
         // A host that left the configuration is forgotten.
         assert!(carry_down(&new, &old, &[id_of(&new, "a", "198.18.2.9")]).is_empty());
+    }
+
+    #[test]
+    fn unknown_hosts_stay_unknown_across_a_reload_and_new_ones_start_unknown() {
+        let (old, new) = (parse(OLD), parse(NEW));
+        assert_eq!(unchecked(&old).len(), 3);
+        let a1 = id_of(&old, "a", "198.18.2.1");
+        // 198.18.2.1 was checked (up), the others not yet.
+        let unknown: Vec<u32> = unchecked(&old).into_iter().filter(|&i| i != a1).collect();
+        let mut want = vec![
+            id_of(&new, "a", "198.18.2.9"),
+            id_of(&new, "a", "198.18.2.2"),
+            id_of(&new, "b", "198.18.2.3"),
+        ];
+        want.sort_unstable();
+        assert_eq!(carry_unknown(&old, &new, &unknown), want);
+        // Everything decided: only the new host is unknown.
+        assert_eq!(
+            carry_unknown(&old, &new, &[]),
+            vec![id_of(&new, "a", "198.18.2.9")]
+        );
+    }
+
+    /// relayd's pfe uses a host only once its first check says up: unknown hosts are out of
+    /// the snapshot, shown as unknown, and the first verdict either way is a transition.
+    #[test]
+    fn unknown_hosts_are_not_used_until_their_first_check() {
+        let p = std::env::temp_dir().join(format!("carpio-checks-unk-{}", std::process::id()));
+        std::fs::write(&p, OLD).unwrap();
+        let mut d = super::super::tests::daemon(&p);
+        let _ = std::fs::remove_file(&p);
+        d.states.unknown = unchecked(&d.cfg);
+        d.rebuild().unwrap();
+        let snap = d.cell.load();
+        assert!(snap.tables.iter().all(|t| t.up_count() == 0));
+        assert!(
+            snap.services[0].active_table(&snap.tables).is_none(),
+            "a redirect with only unknown hosts has no table to forward to"
+        );
+        let state_of = |d: &Daemon, id: u32| {
+            d.summary().into_iter().find_map(|i| match i {
+                Item::Host { id: h, state, .. } if h == id => Some(state),
+                _ => None,
+            })
+        };
+        let (a1, a2) = (
+            id_of(&d.cfg, "a", "198.18.2.1"),
+            id_of(&d.cfg, "a", "198.18.2.2"),
+        );
+        assert_eq!(state_of(&d, a1), Some(HostState::Unknown));
+        d.role_event(RoleEvent::Host { id: a1, up: true });
+        d.role_event(RoleEvent::Host { id: a2, up: false });
+        assert_eq!(state_of(&d, a1), Some(HostState::Up));
+        assert_eq!(state_of(&d, a2), Some(HostState::Down));
+        assert_eq!(d.counters.get(Parent::HostTransitions.index()), 2);
+        let snap = d.cell.load();
+        assert_eq!(snap.tables[0].up_count(), 1);
+        assert!(snap.services[0].active_table(&snap.tables).is_some());
+        assert_eq!(d.states.unknown, vec![id_of(&d.cfg, "b", "198.18.2.3")]);
     }
 
     #[test]

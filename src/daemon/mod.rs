@@ -44,7 +44,7 @@
 //! small handle and crossbeam channels (see [`Roles`]): they send [`RoleEvent`]s (host up/down)
 //! to the parent, which rebuilds the snapshot and tells `carpioctl monitor` subscribers; CARP
 //! and pfsync frames arrive from the workers on the control queue. The health engine ([`checks`])
-//! marks hosts down and up; until its first check a host counts as up.
+//! marks hosts down and up; until its first check a host is unknown and not used, as in relayd.
 //!
 //! Nothing here panics on input from the network, a file or a control client: errors are
 //! returned, logged, or answered with `Response::Error`/`Failed`; counters name every reject.
@@ -223,6 +223,8 @@ struct Daemon {
     sync: Option<sync::Sync>,
     /// relayd's per-redirect session statistics, sampled from the workers' traffic figures.
     stats: crate::metrics::Book,
+    /// The control socket's counters (slow or idle clients closed, connections refused).
+    ctl_stats: Option<Arc<server::Stats>>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `stop`.
@@ -242,6 +244,8 @@ pub fn run(opts: &Options) -> io::Result<()> {
     let link = learn_link(&first.name)?;
     let mut states = HostStates::default();
     resolve_macs(&cfg, &first.name, &mut states, true);
+    // Checked hosts are not used until their first check says up (relayd's HOST_UNKNOWN).
+    states.unknown = checks::unchecked(&cfg);
     let snap = Snapshot::build(&cfg, &states, link.clone(), None)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let steering = Steering::of(&snap);
@@ -291,8 +295,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
         crate::carp::shell::run_from_config(&cfg)?
     };
     // Relays bind their listeners here, before privileges are dropped (IP_FREEBIND lets them
-    // bind a carp address this node does not hold yet).
-    let relays = if cfg.relays.is_empty() {
+    // bind a carp address this node does not hold yet); they accept only once the daemon has
+    // opened everything else (`relay::bind`).
+    let mut relays = if cfg.relays.is_empty() {
         None
     } else {
         let seed = std::time::SystemTime::now()
@@ -303,10 +308,16 @@ pub fn run(opts: &Options) -> io::Result<()> {
             seed,
         };
         Some(
-            crate::relay::spawn(&cfg, opts)
+            crate::relay::bind(&cfg, opts)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
         )
     };
+    if let Some(r) = &relays {
+        // relayd's relays too pick only HOST_UP hosts (relay.c `relay_from_table`).
+        for &id in &states.unknown {
+            r.set_host_state(id, false);
+        }
+    }
     // The health engine opens raw ICMP sockets per check: CAP_NET_RAW survives the drop, and
     // its thread must exist before privileges change (capabilities are per thread).
     let health = checks::start(&cfg)?;
@@ -351,6 +362,9 @@ pub fn run(opts: &Options) -> io::Result<()> {
     }
 
     let signals = spawn_signals(calls_tx)?;
+    if let Some(r) = relays.as_mut() {
+        r.start().map_err(|e| io::Error::other(e.to_string()))?;
+    }
     let (roles_tx, roles_rx) = crossbeam::channel::unbounded::<RoleEvent>();
     // Hook: start the health engine, carp, relays and pfsync here with `roles.events`.
     let roles = Roles { events: roles_tx };
@@ -380,6 +394,7 @@ pub fn run(opts: &Options) -> io::Result<()> {
         route,
         sync,
         stats: Default::default(),
+        ctl_stats: Some(ctl.stats()),
     };
     d.counters.add(Parent::SnapshotBuilds.index(), 1);
     log(format!(
@@ -705,7 +720,10 @@ impl Daemon {
         match ev {
             RoleEvent::Host { id, up } => {
                 let was_down = self.states.down.contains(&id);
-                if up == was_down {
+                // A host's first verdict always counts: unknown -> up or down.
+                let was_unknown = self.states.unknown.contains(&id);
+                self.states.unknown.retain(|&u| u != id);
+                if up == was_down || was_unknown {
                     self.states.down.retain(|&d| d != id);
                     if !up {
                         self.states.down.push(id);
@@ -1129,7 +1147,9 @@ impl Daemon {
                         id: h.id,
                         name,
                         parent: h.parent.unwrap_or(0),
-                        state: if self.states.down.contains(&h.id) {
+                        state: if self.states.unknown.contains(&h.id) {
+                            HostState::Unknown
+                        } else if self.states.down.contains(&h.id) {
                             HostState::Down
                         } else {
                             HostState::Up
@@ -1313,6 +1333,10 @@ impl Daemon {
             out.push((c.name().to_string(), self.counters.get(c.index())));
         }
         out.extend(self.health_counters());
+        if let Some(s) = &self.ctl_stats {
+            out.extend(s.values());
+        }
+        out.extend(self.relay_counters());
         out.push(("daemon_states_mirrored".into(), self.mirror.len() as u64));
         out.push(("daemon_hosts_unresolved".into(), self.unresolved() as u64));
         out.extend(self.route_counters());
@@ -1333,6 +1357,44 @@ impl Daemon {
             }
         }
         out
+    }
+}
+
+/// The `show counters` name of a relay counter: rejects join the drop reasons
+/// (`drop_no_backend` → `drop_relay_no_backend`, `dns_drop_short` → `drop_relay_dns_short`,
+/// so the Prometheus endpoint files them under `carpio_drops_total{reason="relay_..."}`), the
+/// rest get a `relay_` prefix (`relay_session_accepted`, `relay_bytes_in`).
+fn relay_counter_name(c: crate::relay::Counter) -> String {
+    let n = c.name();
+    if let Some(r) = n.strip_prefix("drop_") {
+        format!("drop_relay_{r}")
+    } else if let Some(r) = n.strip_prefix("dns_drop_") {
+        format!("drop_relay_dns_{r}")
+    } else {
+        format!("relay_{n}")
+    }
+}
+
+impl Daemon {
+    /// Every relay counter summed over the relays (relayd keeps them per relay: `show relays`
+    /// has each relay's session count), listed even before the first session.
+    fn relay_counters(&self) -> Vec<(String, u64)> {
+        let Some(h) = &self.relays else {
+            return Vec::new();
+        };
+        let mut sums = [0u64; crate::relay::Counter::COUNT];
+        for (_, name) in h.relays() {
+            for (c, v) in h.counters(&name) {
+                if let Some(s) = sums.get_mut(c.index()) {
+                    *s += v;
+                }
+            }
+        }
+        crate::relay::Counter::ALL
+            .iter()
+            .zip(sums)
+            .map(|(&c, v)| (relay_counter_name(c), v))
+            .collect()
     }
 }
 
@@ -1443,6 +1505,7 @@ mod tests {
             route: None,
             sync: None,
             stats: Default::default(),
+            ctl_stats: None,
         }
     }
 
@@ -1690,6 +1753,103 @@ mod tests {
         let list = d.states_list();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].origin, "local");
+    }
+
+    /// Relay traffic shows up in `show counters`: sessions, bytes both ways, and rejects as
+    /// drop reasons (a relay whose only backend is down).
+    #[test]
+    fn relay_counters_are_shown() {
+        use std::io::{Read, Write};
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bport = backend.local_addr().unwrap().port();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = backend.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"hello, world").unwrap();
+        });
+        // Free ports on an address of its own (tests/relay_loopback.rs uses 127.77.0.N).
+        let ip = "127.77.9.1";
+        let port = || {
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (p_ok, p_none) = (port(), port());
+        let p = write(
+            "relay.conf",
+            &format!(
+                "{CONF}table <dead> {{ 127.0.0.1 }}\n\
+                 relay ok {{\n listen on {ip} port {p_ok}\n forward to 127.0.0.1 port {bport}\n}}\n\
+                 relay none {{\n listen on {ip} port {p_none}\n forward to <dead> port 9 check icmp\n}}\n"
+            ),
+        );
+        let mut d = daemon(&p);
+        let relays = crate::relay::spawn(&d.cfg, crate::relay::Options::default()).unwrap();
+        let ok = relays.local_addrs("ok")[0];
+        let none = relays.local_addrs("none")[0];
+        let dead = d
+            .cfg
+            .tables
+            .iter()
+            .find(|t| t.base == "dead")
+            .unwrap()
+            .hosts[0]
+            .id;
+        assert!(relays.set_host_state(dead, false));
+        d.relays = Some(relays);
+        let shown = |d: &mut Daemon| match d.handle(Request::Show {
+            what: Show::Counters,
+        }) {
+            Response::Counters { counters } => counters,
+            other => panic!("{other:?}"),
+        };
+        let get = |c: &[(String, u64)], n: &str| {
+            c.iter()
+                .find(|(k, _)| k == n)
+                .unwrap_or_else(|| panic!("no counter {n}"))
+                .1
+        };
+        let c0 = shown(&mut d);
+        assert_eq!(get(&c0, "relay_session_accepted"), 0);
+        assert_eq!(get(&c0, "drop_relay_dns_short"), 0);
+
+        let mut s = std::net::TcpStream::connect(ok).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello, world");
+        echo.join().unwrap();
+        drop(s);
+        let mut s = std::net::TcpStream::connect(none).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+
+        // The workers count as they go: poll until both sessions are closed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut c = shown(&mut d);
+        while get(&c, "relay_session_closed") < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            c = shown(&mut d);
+        }
+        assert_eq!(get(&c, "relay_session_accepted"), 2, "{c:?}");
+        assert_eq!(get(&c, "relay_session_closed"), 2, "{c:?}");
+        assert_eq!(get(&c, "relay_bytes_in"), 5, "{c:?}");
+        assert_eq!(get(&c, "relay_bytes_out"), 12, "{c:?}");
+        assert_eq!(get(&c, "drop_relay_no_backend"), 1, "{c:?}");
+        for x in crate::relay::Counter::ALL {
+            let n = relay_counter_name(*x);
+            assert!(
+                n.starts_with("relay_") || n.starts_with("drop_relay_"),
+                "{n}"
+            );
+            assert_eq!(c.iter().filter(|(k, _)| *k == n).count(), 1, "{n}");
+        }
+        let _ = std::fs::remove_file(p);
     }
 
     #[test]

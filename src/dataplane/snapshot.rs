@@ -210,6 +210,10 @@ impl Default for Link {
 pub struct HostStates {
     /// Host ids (relayd's) that are down; hosts not listed are up (or unchecked).
     pub down: Vec<u32>,
+    /// Host ids whose first health check has not decided yet (relayd's HOST_UNKNOWN): not
+    /// eligible, as relayd's pfe puts only HOST_UP hosts into a redirect's table
+    /// (pfe_filter.c `sync_table`).
+    pub unknown: Vec<u32>,
     /// Host ids disabled with `carpioctl host disable`.
     pub disabled_hosts: Vec<u32>,
     /// Table names (`name:port`) disabled with `carpioctl table disable`.
@@ -428,7 +432,9 @@ impl Snapshot {
                             })
                         }
                     }
-                    let up = !st.down.contains(&h.id) && !st.disabled_hosts.contains(&h.id);
+                    let up = !st.down.contains(&h.id)
+                        && !st.unknown.contains(&h.id)
+                        && !st.disabled_hosts.contains(&h.id);
                     members.push(idx);
                     sched_hosts.push(balance::Host {
                         name: addr.to_string(),

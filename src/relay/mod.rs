@@ -269,6 +269,8 @@ pub struct RelayHandle {
     relays: Vec<Arc<Shared>>,
     workers: Vec<WorkerCtl>,
     stop: Arc<AtomicBool>,
+    /// Workers bound by [`bind`] whose threads [`RelayHandle::start`] has not started yet.
+    pending: Vec<worker::Worker>,
 }
 
 /// Resolves a config address with a port.
@@ -397,6 +399,18 @@ pub fn plan(config: &Config, index: usize, relay: &RelayConfig) -> Result<(Plan,
 /// Starts every enabled relay of `config` on worker threads. Listening sockets are bound
 /// before this returns, so a connect right after it succeeds.
 pub fn spawn(config: &Config, opts: Options) -> Result<RelayHandle, Error> {
+    let mut h = bind(config, opts)?;
+    h.start()?;
+    Ok(h)
+}
+
+/// Binds every enabled relay's sockets and sets up every worker (poller, waker), without
+/// accepting: connections wait in the kernel's listen backlog until [`RelayHandle::start`].
+/// The daemon binds before it drops privileges and starts the workers once everything else is
+/// open: a worker that accepts earlier takes descriptors under a connection flood, and with a
+/// low RLIMIT_NOFILE the rest of the start-up (the next worker's waker, the control socket)
+/// then failed with EMFILE, which is fatal while starting.
+pub fn bind(config: &Config, opts: Options) -> Result<RelayHandle, Error> {
     let workers = opts
         .workers
         .or(config.global.workers.map(|w| w as usize))
@@ -423,26 +437,37 @@ pub fn spawn(config: &Config, opts: Options) -> Result<RelayHandle, Error> {
         relays: relays.clone(),
         workers: Vec::new(),
         stop: stop.clone(),
+        pending: Vec::new(),
     };
     for w in 0..workers {
         // Binding happens here, on the caller's thread (and so in its network namespace).
         let worker = worker::Worker::new(w, relays.clone(), stop.clone(), opts.seed ^ (w as u64))?;
-        let waker = worker.waker();
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("relay-{w}"))
-            .spawn(move || worker.run(rx))
-            .map_err(|e| Error::Io("spawn relay worker".into(), e))?;
-        handle.workers.push(WorkerCtl {
-            waker,
-            commands: tx,
-            thread: Some(thread),
-        });
+        handle.pending.push(worker);
     }
     Ok(handle)
 }
 
 impl RelayHandle {
+    /// Starts the threads of the workers [`bind`] set up (a second call does nothing). Needs
+    /// no descriptor: what a worker needs was opened by [`bind`].
+    pub fn start(&mut self) -> Result<(), Error> {
+        for worker in std::mem::take(&mut self.pending) {
+            let w = self.workers.len();
+            let waker = worker.waker();
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("relay-{w}"))
+                .spawn(move || worker.run(rx))
+                .map_err(|e| Error::Io("spawn relay worker".into(), e))?;
+            self.workers.push(WorkerCtl {
+                waker,
+                commands: tx,
+                thread: Some(thread),
+            });
+        }
+        Ok(())
+    }
+
     /// The names and ids of the running relays.
     pub fn relays(&self) -> Vec<(u32, String)> {
         self.relays
@@ -679,6 +704,44 @@ relay dns {
                 Err(Error::Unsupported(_, "forward to destination"))
             ));
         }
+    }
+
+    /// `bind` listens but does not accept: a connection waits in the backlog (no descriptor of
+    /// ours) until `start`, then it is accepted as any other.
+    #[test]
+    fn bound_relays_accept_only_once_started() {
+        let ip = "127.77.9.2";
+        let free = || {
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, backend_port) = (free(), free());
+        let c = config::parse_str(
+            "t.conf",
+            &format!(
+                "relay r {{\n listen on {ip} port {port}\n forward to {ip} port {backend_port}\n}}\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let mut h = bind(&c, Options::default()).unwrap();
+        let client = std::net::TcpStream::connect((ip, port)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(h.counter("r", Counter::SessionAccepted), 0);
+        assert!(h.sessions().is_empty());
+        h.start().unwrap();
+        h.start().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while h.counter("r", Counter::SessionAccepted) == 0 && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(h.counter("r", Counter::SessionAccepted), 1);
+        drop(client);
+        h.stop();
     }
 
     #[test]
