@@ -153,16 +153,20 @@ pub fn wait_answering(lab: &Lab, d: &Daemon) {
 }
 
 /// Waits (bounded) until a UDP query through the VIP is answered and every backend's MAC is
-/// resolved (`daemon_hosts_unresolved 0`), so later flows may go to any backend.
+/// resolved (`daemon_hosts_unresolved 0`) and every host has had its first check (none is
+/// `unknown`, which is not used, as in relayd), so later flows may go to any backend.
 pub fn wait_serving(lab: &Lab, d: &Daemon, sock: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if udp_query_to(lab, 0, PORT).is_some() {
             let c = text(&carpioctl(sock, &["show", "counters"]));
-            if c.lines().any(|l| {
-                let mut w = l.split_whitespace();
-                w.next() == Some("daemon_hosts_unresolved") && w.next() == Some("0")
-            }) {
+            let checked = !text(&carpioctl(sock, &["show", "hosts"])).contains("unknown");
+            if checked
+                && c.lines().any(|l| {
+                    let mut w = l.split_whitespace();
+                    w.next() == Some("daemon_hosts_unresolved") && w.next() == Some("0")
+                })
+            {
                 return;
             }
         }
