@@ -412,6 +412,10 @@ fn ip_balancing_un_nats_each_reply_on_one_node_only() {
         });
         pipe.cell.store(Arc::new(s));
     }
+    // Sent to the carp address: its multicast MAC, flooded to both nodes.
+    for r in replies.iter_mut() {
+        r[0..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x01, 0x07]);
+    }
     let mut per_node = [0u32; 2];
     for r in &replies {
         let (va, _) = one(&mut nodes[0], r);
@@ -431,4 +435,14 @@ fn ip_balancing_un_nats_each_reply_on_one_node_only() {
     assert_eq!(dropped, u64::from(FLOWS));
     let out = counter(&nodes[0], "tx_nat_out") + counter(&nodes[1], "tx_nat_out");
     assert_eq!(out, u64::from(FLOWS));
+    // A reply sent to one node's own MAC (the backend routes through that node) arrives on
+    // its physical interface, not the carp one: that node un-NATs it whatever the hash.
+    for r in replies.iter_mut() {
+        r[0..6].copy_from_slice(&LB_MAC);
+        assert_eq!(one(&mut nodes[0], r).0, Verdict::Tx);
+    }
+    assert_eq!(
+        counter(&nodes[0], "tx_nat_out"),
+        u64::from(per_node[0] + FLOWS)
+    );
 }

@@ -113,6 +113,11 @@ pub struct Table {
     /// By stable host index: is that host a member of this table and up? Makes the
     /// established-flow liveness check O(1) instead of a linear search of `hosts`.
     member_up: Vec<bool>,
+    /// By stable host index: a member not known to be down or disabled, i.e. up or not yet
+    /// checked (`unknown`). An unknown host takes no new flow (relayd's sync_table takes only
+    /// HOST_UP hosts), but a flow already on it (a state a peer synced, a flow from before a
+    /// reload that re-checks the host) stays: nothing says its backend is gone.
+    member_live: Vec<bool>,
 }
 
 impl Table {
@@ -126,6 +131,15 @@ impl Table {
     #[inline]
     pub fn member_up(&self, i: u16) -> bool {
         self.member_up.get(usize::from(i)).copied().unwrap_or(false)
+    }
+
+    /// Is the host at stable index `i` a member of this table and not known down or disabled?
+    #[inline]
+    pub fn member_live(&self, i: u16) -> bool {
+        self.member_live
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(false)
     }
 }
 
@@ -403,6 +417,7 @@ impl Snapshot {
                     .ok_or_else(|| BuildError::UnknownTable(tname.clone()))?;
                 let mut members = Vec::new();
                 let mut sched_hosts = Vec::new();
+                let mut lives = Vec::new();
                 for h in &tc.hosts {
                     let addr = ip_of(&h.addr)
                         .ok_or_else(|| BuildError::UnresolvedHost(format!("{:?}", h.addr)))?;
@@ -432,10 +447,10 @@ impl Snapshot {
                             })
                         }
                     }
-                    let up = !st.down.contains(&h.id)
-                        && !st.unknown.contains(&h.id)
-                        && !st.disabled_hosts.contains(&h.id);
+                    let live = !st.down.contains(&h.id) && !st.disabled_hosts.contains(&h.id);
+                    let up = live && !st.unknown.contains(&h.id);
                     members.push(idx);
+                    lives.push(live);
                     sched_hosts.push(balance::Host {
                         name: addr.to_string(),
                         weight: h.weight.max(1),
@@ -451,9 +466,13 @@ impl Snapshot {
                 let up = scheduler.hosts().iter().filter(|h| h.up).count();
                 let most = members.iter().max().map_or(0, |&m| usize::from(m) + 1);
                 let mut member_up = vec![false; most];
-                for (&m, h) in members.iter().zip(scheduler.hosts()) {
+                let mut member_live = vec![false; most];
+                for ((&m, h), &live) in members.iter().zip(scheduler.hosts()).zip(&lives) {
                     if let Some(slot) = member_up.get_mut(usize::from(m)) {
                         *slot |= h.up;
+                    }
+                    if let Some(slot) = member_live.get_mut(usize::from(m)) {
+                        *slot |= live;
                     }
                 }
                 table_index.insert(tname.clone(), tables.len());
@@ -465,6 +484,7 @@ impl Snapshot {
                     disabled,
                     up,
                     member_up,
+                    member_live,
                 });
             }
             let Some(&main) = tidx.first() else { continue };
@@ -582,6 +602,21 @@ impl Snapshot {
         self.tables.get(t).is_some_and(|tab| tab.member_up(i))
     }
 
+    /// Whether a flow of `svc` on host index `i` stays there: `i` is a member, up or not yet
+    /// checked, of the service's active table, or, while no table is active (every host down
+    /// or unknown, as right after a start), of its main or backup table when not disabled.
+    pub fn flow_backend_live(&self, svc: &Service, i: u16) -> bool {
+        let live = |t: usize| {
+            self.tables
+                .get(t)
+                .is_some_and(|tab| !tab.disabled && tab.member_live(i))
+        };
+        match svc.active_table(&self.tables) {
+            Some((t, _)) => live(t),
+            None => live(svc.table) || svc.backup.is_some_and(live),
+        }
+    }
+
     /// A copy of this snapshot's index state with a new carp ownership (the carp thread
     /// publishes ownership changes this way without a full rebuild).
     pub fn with_carp(
@@ -668,6 +703,62 @@ mod tests {
         assert!(!s.host_up_in(99, 0), "no such table");
         assert_eq!(s.tables[a].up_count(), 1);
         assert_eq!(s.tables[b].up_count(), 1);
+    }
+
+    /// Unknown (never checked) hosts take no new flow but keep the flows they have; known down
+    /// or disabled ones lose them. With every host unknown (a fresh start) no table is active,
+    /// and a synced flow on an unknown host of the main or backup table still stays.
+    #[test]
+    fn unknown_hosts_keep_their_flows_but_take_no_new_ones() {
+        let c = cfg("table <a> { 198.18.1.1, 198.18.1.2, 198.18.1.4 }
+table <b> { 198.18.1.3 }
+            redirect r { listen on 198.18.0.10 udp port 53
+ forward to <a> check icmp
+ forward to <b> check icmp }
+");
+        let id = |t: &str, n: usize| c.table(t).unwrap().hosts[n].id;
+        let st = HostStates {
+            unknown: vec![id("a:53", 1)],
+            down: vec![id("a:53", 2)],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&c, &st, Link::default(), None).unwrap();
+        let ix = |a: &str| s.by_host[&a.parse::<IpAddr>().unwrap()];
+        let (_, svc) = s
+            .service_for("198.18.0.10".parse().unwrap(), 17, 53)
+            .unwrap();
+        let a = svc.table;
+        assert!(
+            !s.host_up_in(a, ix("198.18.1.2")),
+            "unknown takes no new flow"
+        );
+        assert_eq!(s.tables[a].up_count(), 1);
+        assert!(s.flow_backend_live(svc, ix("198.18.1.1")));
+        assert!(
+            s.flow_backend_live(svc, ix("198.18.1.2")),
+            "unknown keeps its flows"
+        );
+        assert!(
+            !s.flow_backend_live(svc, ix("198.18.1.4")),
+            "down loses them"
+        );
+        assert!(
+            !s.flow_backend_live(svc, ix("198.18.1.3")),
+            "backup while main is active"
+        );
+        // Everything unknown: no active table, flows on either table's hosts stay.
+        let all = HostStates {
+            unknown: vec![id("a:53", 0), id("a:53", 1), id("a:53", 2), id("b:53", 0)],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&c, &all, Link::default(), None).unwrap();
+        let (_, svc) = s
+            .service_for("198.18.0.10".parse().unwrap(), 17, 53)
+            .unwrap();
+        assert!(svc.active_table(&s.tables).is_none());
+        assert!(s.flow_backend_live(svc, ix("198.18.1.2")));
+        assert!(s.flow_backend_live(svc, ix("198.18.1.3")));
+        assert!(!s.flow_backend_live(svc, u16::MAX));
     }
 
     #[test]

@@ -517,14 +517,20 @@ impl Worker {
         Verdict::Drop
     }
 
-    /// With carp IP balancing every node receives the backends' replies too (they go to the
-    /// carp address, whose MAC is flooded): like `carp_lsdrop`, which OpenBSD applies to every
-    /// packet of the carp interface, only the node whose share the reply's own (src, dst) hash
-    /// falls in un-NATs it (pfsync gave every node the state). Without IP balancing: true.
+    /// With carp IP balancing every node receives the backends' replies sent to the carp
+    /// address (its MAC is flooded): like `carp_lsdrop`, which OpenBSD applies to every
+    /// packet that arrives on the carp interface, only the node whose share the reply's own
+    /// (src, dst) hash falls in un-NATs it (pfsync gave every node the state). A reply sent
+    /// to this node's own MAC (a backend routed through this node) arrives on the physical
+    /// interface, where OpenBSD does not filter: it is ours. Without IP balancing: true.
     #[inline]
-    fn carp_ip_share(snap: &Snapshot, meta: &Meta) -> bool {
+    fn carp_ip_share(snap: &Snapshot, p: &Packet, meta: &Meta) -> bool {
         match &snap.carp {
-            Some(o) if o.balancing.is_ip() => o.accept(&Inbound::from_meta(meta, false)),
+            Some(o) if o.balancing.is_ip() => {
+                let to_us =
+                    p.link == LinkType::Ethernet && p.data().get(0..6) == Some(&snap.link.mac[..]);
+                to_us || o.accept(&Inbound::from_meta(meta, false))
+            }
             _ => true,
         }
     }
@@ -669,14 +675,14 @@ impl Worker {
         if snap.any_nat {
             if let Some(q) = meta.quoted {
                 if let Some(&bi) = snap.by_host.get(&q.dst) {
-                    if !Self::carp_ip_share(snap, meta) {
+                    if !Self::carp_ip_share(snap, p, meta) {
                         self.count(Stat::DropCarpNotOwner);
                         return Verdict::Drop;
                     }
                     return self.icmp_to_client(snap, p, meta, bi, now);
                 }
             } else if let Some(&bi) = snap.by_host.get(&meta.src) {
-                if !Self::carp_ip_share(snap, meta) {
+                if !Self::carp_ip_share(snap, p, meta) {
                     self.count(Stat::DropCarpNotOwner);
                     return Verdict::Drop;
                 }
@@ -741,9 +747,7 @@ impl Worker {
                 Some(f) => (f.backend(), f.backend_port()),
                 None => (u16::MAX, 0),
             };
-            let alive = svc
-                .active_table(&snap.tables)
-                .is_some_and(|(ti, _)| snap.host_up_in(ti, b));
+            let alive = snap.flow_backend_live(svc, b);
             if alive {
                 self.table.touch(now, h, Dir::Orig, meta.tcp_flags, session);
                 self.count(Stat::FlowHit);
