@@ -246,6 +246,12 @@ fn afpacket_nat_end_to_end() {
     scenario("dafp", "ingress afpacket");
 }
 
+/// The TPACKET_V3 ring, kept as an option (`ring v3`); the default above is V2.
+#[test]
+fn afpacket_v3_ring_nat_end_to_end() {
+    scenario("daf3", "ingress afpacket ring v3");
+}
+
 #[test]
 fn pnet_nat_end_to_end() {
     scenario("dpnt", "ingress pnet");
