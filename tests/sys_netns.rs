@@ -596,16 +596,18 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("carpio_test"));
 }
 
-/// The TPACKET_V2 walk on a ring of 4 slots (2 blocks of 2): 5 rounds of 3 frames wrap the
-/// cursor several times; every frame arrives once, in order, with its own bytes and a kernel
+/// The TPACKET_V2 walk on a ring of 16 slots of 256 bytes (one block): 12 rounds of 3 frames
+/// wrap the cursor twice; every frame arrives once, in order, with its own bytes and a kernel
 /// timestamp; a frame the callback refuses is delivered again by the next call; nothing is
-/// counted as a bad slot.
+/// counted as a bad slot. Then a frame longer than a slot is cut by the kernel: it is counted
+/// as truncated and not delivered, and the small frame after it is.
 #[test]
 fn afpacket_v2_ring_walk_wraps_and_redelivers() {
     use carpio::sys::afpacket::{PacketDrop, Ring, RingConfig, RingVersion};
     use carpio::sys::cbpf::{self, FilterConfig, Service};
-    const ROUNDS: u32 = 5;
+    const ROUNDS: u32 = 12;
     const PER_ROUND: u32 = 3;
+    const BIG: u32 = 1000;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !is_root() {
@@ -625,14 +627,14 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
     .unwrap();
     let (lb_tx, snd_rx_ch) = channel();
     let (snd_tx, lb_rx_ch) = channel();
-    let (seqs, refused, lens, stamps, bad) = std::thread::scope(|s| {
+    let (seqs, refused, lens, stamps, bad, after_big, truncated) = std::thread::scope(|s| {
         let lb = s.spawn(move || {
             lab.run_in("lb", move || {
                 let meet = || meet(&lb_tx, &lb_rx_ch);
                 let cfg = RingConfig {
                     block_size: 4096,
-                    block_nr: 2,
-                    frame_size: 2048,
+                    block_nr: 1,
+                    frame_size: 256,
                     version: RingVersion::V2,
                     ..RingConfig::default()
                 };
@@ -643,7 +645,7 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
                 let mut lens = Vec::new();
                 let mut stamps = Vec::new();
                 for round in 0..ROUNDS {
-                    // The ring holds 4 frames: the sender waits until the last round is read.
+                    // The ring holds 16 frames: the sender waits until the last round is read.
                     meet(); // go
                     meet(); // this round sent
                     let want = ((round + 1) * PER_ROUND) as usize;
@@ -669,12 +671,25 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
                         });
                     }
                 }
+                meet(); // go
+                meet(); // big and small sent
+                let mut after_big = Vec::new();
+                let end = Instant::now() + DEADLINE;
+                while after_big.is_empty() && Instant::now() < end {
+                    let _ = ring.wait(Duration::from_millis(10));
+                    ring.recv_with(64, |f, _| {
+                        after_big.push(parse_udp(f).map(|(_, _, pl)| pl.len()).unwrap_or(0));
+                        true
+                    });
+                }
                 (
                     seqs,
                     refused,
                     lens,
                     stamps,
                     ring.drops.get(PacketDrop::BadFrame.index()),
+                    after_big,
+                    ring.drops.get(PacketDrop::Truncated.index()),
                 )
             })
             .expect("lb thread")
@@ -691,6 +706,10 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
                     }
                     meet(); // this round sent
                 }
+                meet(); // go
+                us.send_to(&[0xab; 400], (LB_IP, VIP_PORT)).unwrap();
+                us.send_to(&BIG.to_be_bytes(), (LB_IP, VIP_PORT)).unwrap();
+                meet(); // big and small sent
             })
             .expect("snd thread")
         });
@@ -714,6 +733,9 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
         "kernel timestamps (CLOCK_REALTIME ns): {stamps:?}"
     );
     assert_eq!(bad, 0);
+    // Only the small frame (4 bytes of payload) came through; the 400-byte one was counted.
+    assert_eq!(after_big, [4]);
+    assert_eq!(truncated, 1);
 }
 
 /// The reply to a UDP request to VIP:VIP_PORT: addresses and ports swapped, same payload.

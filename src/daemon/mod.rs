@@ -573,9 +573,15 @@ fn open_interface(
                     retire_ms: 1,
                     ..Default::default()
                 },
+                // A slot must hold the link's largest frame (a longer one is cut by the kernel
+                // and counted as drop_packet_truncated): 2 KiB up to MTU 1898, bigger for
+                // jumbo frames (then fewer slots in the same 16 MiB).
                 config::PacketRing::V2 => afpacket::RingConfig {
                     fanout_group: (queues > 1).then_some(0x4300 + index as u16),
                     version: afpacket::RingVersion::V2,
+                    frame_size: afpacket::v2_frame_size(
+                        crate::sys::ifinfo::mtu(ifname).unwrap_or(1500),
+                    ),
                     ..Default::default()
                 },
             };

@@ -65,6 +65,7 @@ const PKT_OFF_SNAPLEN: usize = 12;
 const PKT_OFF_MAC: usize = 24;
 // Offsets in a V2 frame slot (struct tpacket2_hdr) and its size.
 const V2_OFF_STATUS: usize = 0;
+const V2_OFF_LEN: usize = 4;
 const V2_OFF_SNAPLEN: usize = 8;
 const V2_OFF_MAC: usize = 12;
 const V2_OFF_SEC: usize = 16;
@@ -80,6 +81,9 @@ crate::named_counters! {
         BadBlock = "drop_packet_bad_block",
         /// A V2 frame slot whose header put the frame outside the slot (slot skipped).
         BadFrame = "drop_packet_bad_frame",
+        /// A V2 frame longer than its slot, cut by the kernel (tp_len > tp_snaplen): never
+        /// forwarded cut.
+        Truncated = "drop_packet_truncated",
     }
 }
 
@@ -121,6 +125,17 @@ impl Default for RingConfig {
             fanout_group: None,
         }
     }
+}
+
+/// A V2 slot size (a multiple of 16, at least 2048) that holds a whole frame of an interface of
+/// `mtu`: Ethernet header and two VLAN tags beyond the MTU, and the kernel's room before the
+/// frame (tpacket2_hdr + sockaddr_ll, aligned: tp_mac is 66 for Ethernet in `tpacket_rcv`),
+/// rounded up to 128.
+pub fn v2_frame_size(mtu: u32) -> u32 {
+    let need = mtu.saturating_add(14 + 8 + 128);
+    need.div_ceil(TPACKET_ALIGNMENT)
+        .saturating_mul(TPACKET_ALIGNMENT)
+        .max(2048)
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -415,20 +430,24 @@ impl Ring {
                 self.u16_at(slot + V2_OFF_MAC),
                 self.u32_at(slot + V2_OFF_SEC),
                 self.u32_at(slot + V2_OFF_NSEC),
+                self.u32_at(slot + V2_OFF_LEN),
             );
             let frame = match hdr {
-                (Some(snap), Some(mac), Some(sec), Some(nsec))
+                (Some(snap), Some(mac), Some(sec), Some(nsec), Some(len))
                     if usize::from(mac) >= V2_HDR_LEN
                         && usize::from(mac) + snap as usize <= self.frame_size =>
                 {
                     let start = slot + usize::from(mac);
                     let ts = u64::from(sec) * 1_000_000_000 + u64::from(nsec);
-                    Some((start..start + snap as usize, ts))
+                    // The kernel cuts a frame that does not fit its slot to the slot
+                    // (`tpacket_rcv`: snaplen = frame_size - macoff) and says so in tp_len.
+                    Some((start..start + snap as usize, ts, len > snap))
                 }
                 _ => None,
             };
             match frame {
-                Some((range, ts)) => {
+                Some((_, _, true)) => self.drops.add(PacketDrop::Truncated.index(), 1),
+                Some((range, ts, false)) => {
                     let ok = match self.bytes().get(range) {
                         Some(frame) => f(frame, ts),
                         None => true,
@@ -662,6 +681,7 @@ mod tests {
             libc::tpacket_versions::TPACKET_V2 as libc::c_int
         );
         assert_eq!(V2_OFF_STATUS, offset_of!(libc::tpacket2_hdr, tp_status));
+        assert_eq!(V2_OFF_LEN, offset_of!(libc::tpacket2_hdr, tp_len));
         assert_eq!(V2_OFF_SNAPLEN, offset_of!(libc::tpacket2_hdr, tp_snaplen));
         assert_eq!(V2_OFF_MAC, offset_of!(libc::tpacket2_hdr, tp_mac));
         assert_eq!(V2_OFF_SEC, offset_of!(libc::tpacket2_hdr, tp_sec));
@@ -676,6 +696,9 @@ mod tests {
             ..RingConfig::default()
         };
         assert!(Ring::new("lo", &[], &bad).is_err());
+        assert_eq!(v2_frame_size(1500), 2048);
+        assert_eq!(v2_frame_size(9000), 9152);
+        assert!(v2_frame_size(9000).is_multiple_of(TPACKET_ALIGNMENT));
         let unaligned = RingConfig {
             frame_size: 2000,
             version: RingVersion::V2,
