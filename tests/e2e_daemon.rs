@@ -246,10 +246,10 @@ fn afpacket_nat_end_to_end() {
     scenario("dafp", "ingress afpacket");
 }
 
-/// The TPACKET_V3 ring, kept as an option (`ring v3`); the default above is V2.
+/// The TPACKET_V2 ring (`ring v2`); the default above is V3.
 #[test]
-fn afpacket_v3_ring_nat_end_to_end() {
-    scenario("daf3", "ingress afpacket ring v3");
+fn afpacket_v2_ring_nat_end_to_end() {
+    scenario("daf2", "ingress afpacket ring v2");
 }
 
 #[test]

@@ -168,7 +168,7 @@ pub struct InterfaceConfig {
     pub ingress: Ingress,
     pub queues: Option<u32>,
     pub mode: Option<XdpMode>,
-    /// `ring v2|v3` (afpacket only); `None` = the daemon's default.
+    /// `ring v2|v3` (afpacket only); `None` = the daemon's default (V3).
     pub ring: Option<PacketRing>,
     pub span: Span,
 }
