@@ -344,3 +344,35 @@ fn metrics_endpoint_errors() {
         ]
     );
 }
+
+#[test]
+fn interface_ring_needs_afpacket_and_a_known_layout() {
+    let tail = "table <t> { 198.18.0.1 }\nredirect x {\n listen on 198.18.0.2 port 53\n forward to <t> check icmp\n}\n";
+    let e = config::parse_str(
+        "ring.conf",
+        &format!("interface a {{ ingress afxdp ring v2 }}\ninterface b {{ ingress pnet ring v3 }}\n{tail}"),
+        &[],
+    )
+    .unwrap_err();
+    let msgs: Vec<String> = e.0.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "ring.conf:1:1: interface a: ring v2|v3 only applies to ingress afpacket",
+            "ring.conf:2:1: interface b: ring v2|v3 only applies to ingress afpacket",
+        ]
+    );
+    assert!(e.0.iter().all(|d| d.kind == Reject::Conflict));
+    let e = config::parse_str(
+        "ring4.conf",
+        &format!("interface a {{ ingress afpacket ring v4 }}\n{tail}"),
+        &[],
+    )
+    .unwrap_err();
+    let msgs: Vec<String> = e.errors().map(|d| d.to_string()).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("ring4.conf:1:") && msgs[0].contains("'v2' or 'v3'"),
+        "{msgs:?}"
+    );
+}

@@ -726,3 +726,25 @@ fn host_lladdr_and_weight() {
         "{e}"
     );
 }
+
+#[test]
+fn interface_afpacket_ring_layout() {
+    let text = "interface a { ingress afpacket ring v2 }\n\
+                interface b { ingress afpacket ring v3 queues 2 }\n\
+                interface c { ingress afpacket }\n\
+                table <t> { 198.18.0.1 }\nredirect x {\n listen on 198.18.0.2 port 53\n forward to <t> check icmp\n}\n";
+    let c = config::parse_str("ring.conf", text, &[]).unwrap();
+    let got: Vec<(&str, Ingress, Option<PacketRing>, Option<u32>)> = c
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.ingress, i.ring, i.queues))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", Ingress::Afpacket, Some(PacketRing::V2), None),
+            ("b", Ingress::Afpacket, Some(PacketRing::V3), Some(2)),
+            ("c", Ingress::Afpacket, None, None),
+        ]
+    );
+}

@@ -246,6 +246,12 @@ fn afpacket_nat_end_to_end() {
     scenario("dafp", "ingress afpacket");
 }
 
+/// The TPACKET_V2 ring (`ring v2`); the default above is V3.
+#[test]
+fn afpacket_v2_ring_nat_end_to_end() {
+    scenario("daf2", "ingress afpacket ring v2");
+}
+
 #[test]
 fn pnet_nat_end_to_end() {
     scenario("dpnt", "ingress pnet");

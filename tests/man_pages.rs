@@ -97,6 +97,9 @@ fn carpio_conf_5_documents_every_statement_and_block_option() {
         "mode",
         "native",
         "generic",
+        "ring",
+        "v2",
+        "v3",
         // carp, group, pfsync
         "carpdev",
         "vhid",

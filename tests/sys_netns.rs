@@ -596,6 +596,148 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("carpio_test"));
 }
 
+/// The TPACKET_V2 walk on a ring of 16 slots of 256 bytes (one block): 12 rounds of 3 frames
+/// wrap the cursor twice; every frame arrives once, in order, with its own bytes and a kernel
+/// timestamp; a frame the callback refuses is delivered again by the next call; nothing is
+/// counted as a bad slot. Then a frame longer than a slot is cut by the kernel: it is counted
+/// as truncated and not delivered, and the small frame after it is.
+#[test]
+fn afpacket_v2_ring_walk_wraps_and_redelivers() {
+    use carpio::sys::afpacket::{PacketDrop, Ring, RingConfig, RingVersion};
+    use carpio::sys::cbpf::{self, FilterConfig, Service};
+    const ROUNDS: u32 = 12;
+    const PER_ROUND: u32 = 3;
+    const BIG: u32 = 1000;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = topo("afv2");
+    let lab = &t.lab;
+    let filter = cbpf::compile(&FilterConfig {
+        services: vec![Service {
+            addr: IpAddr::V4(LB_IP),
+            proto: 17,
+            ports: Some((VIP_PORT, VIP_PORT)),
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let (lb_tx, snd_rx_ch) = channel();
+    let (snd_tx, lb_rx_ch) = channel();
+    let (seqs, refused, lens, stamps, bad, after_big, truncated) = std::thread::scope(|s| {
+        let lb = s.spawn(move || {
+            lab.run_in("lb", move || {
+                let meet = || meet(&lb_tx, &lb_rx_ch);
+                let cfg = RingConfig {
+                    block_size: 4096,
+                    block_nr: 1,
+                    frame_size: 256,
+                    version: RingVersion::V2,
+                    ..RingConfig::default()
+                };
+                let mut ring = Ring::new("lb0", &filter, &cfg).expect("v2 ring");
+                assert_eq!(ring.version(), RingVersion::V2);
+                let mut seqs = Vec::new();
+                let mut refused = Vec::new();
+                let mut lens = Vec::new();
+                let mut stamps = Vec::new();
+                for round in 0..ROUNDS {
+                    // The ring holds 16 frames: the sender waits until the last round is read.
+                    meet(); // go
+                    meet(); // this round sent
+                    let want = ((round + 1) * PER_ROUND) as usize;
+                    let end = Instant::now() + DEADLINE;
+                    // Refuse the round's first frame once: it must come back first.
+                    let mut refuse = true;
+                    while seqs.len() < want && Instant::now() < end {
+                        let _ = ring.wait(Duration::from_millis(10));
+                        ring.recv_with(64, |f, ts| {
+                            let seq = parse_udp(f)
+                                .and_then(|(_, _, pl)| pl.get(0..4))
+                                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                                .unwrap_or(u32::MAX);
+                            if refuse {
+                                refuse = false;
+                                refused.push(seq);
+                                return false;
+                            }
+                            seqs.push(seq);
+                            lens.push(f.len());
+                            stamps.push(ts);
+                            true
+                        });
+                    }
+                }
+                meet(); // go
+                meet(); // big and small sent
+                let mut after_big = Vec::new();
+                let end = Instant::now() + DEADLINE;
+                while after_big.is_empty() && Instant::now() < end {
+                    let _ = ring.wait(Duration::from_millis(10));
+                    ring.recv_with(64, |f, _| {
+                        after_big.push(parse_udp(f).map(|(_, _, pl)| pl.len()).unwrap_or(0));
+                        true
+                    });
+                }
+                (
+                    seqs,
+                    refused,
+                    lens,
+                    stamps,
+                    ring.drops.get(PacketDrop::BadFrame.index()),
+                    after_big,
+                    ring.drops.get(PacketDrop::Truncated.index()),
+                )
+            })
+            .expect("lb thread")
+        });
+        let snd = s.spawn(move || {
+            lab.run_in("snd", move || {
+                let meet = || meet(&snd_tx, &snd_rx_ch);
+                let us = UdpSocket::bind((SND_IP, 0)).unwrap();
+                for round in 0..ROUNDS {
+                    meet(); // go
+                    for k in 0..PER_ROUND {
+                        let seq = round * PER_ROUND + k;
+                        us.send_to(&seq.to_be_bytes(), (LB_IP, VIP_PORT)).unwrap();
+                    }
+                    meet(); // this round sent
+                }
+                meet(); // go
+                us.send_to(&[0xab; 400], (LB_IP, VIP_PORT)).unwrap();
+                us.send_to(&BIG.to_be_bytes(), (LB_IP, VIP_PORT)).unwrap();
+                meet(); // big and small sent
+            })
+            .expect("snd thread")
+        });
+        snd.join().expect("snd");
+        lb.join().expect("lb")
+    });
+    assert_eq!(seqs, (0..ROUNDS * PER_ROUND).collect::<Vec<_>>());
+    // Each round's refused frame is the round's first, delivered again right after.
+    assert_eq!(
+        refused,
+        (0..ROUNDS).map(|r| r * PER_ROUND).collect::<Vec<_>>()
+    );
+    // Ethernet 14 + IPv4 20 + UDP 8 + 4 bytes of payload: tp_snaplen, not the slot size.
+    assert!(lens.iter().all(|&l| l == 46), "{lens:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(
+        stamps.iter().all(|&t| t > 0 && t <= now),
+        "kernel timestamps (CLOCK_REALTIME ns): {stamps:?}"
+    );
+    assert_eq!(bad, 0);
+    // Only the small frame (4 bytes of payload) came through; the 400-byte one was counted.
+    assert_eq!(after_big, [4]);
+    assert_eq!(truncated, 1);
+}
+
 /// The reply to a UDP request to VIP:VIP_PORT: addresses and ports swapped, same payload.
 fn reply_for(f: &[u8], lb_mac: [u8; 6], snd_mac: [u8; 6]) -> Option<Vec<u8>> {
     let (dst, dport, payload) = parse_udp(f)?;
@@ -738,6 +880,36 @@ fn phy_afpacket_echo() {
                 block_size: 1 << 16,
                 block_nr: 4,
                 retire_ms: 2,
+                ..RingConfig::default()
+            };
+            let port = carpio::phy::afpacket::Port::new("lb0", &filter, &cfg).expect("ring");
+            (
+                Box::new(port) as Box<dyn Device>,
+                Box::new(()) as Box<dyn std::any::Any>,
+            )
+        })
+    });
+}
+
+#[test]
+fn phy_afpacket_v2_echo() {
+    use carpio::sys::afpacket::{RingConfig, RingVersion};
+    use carpio::sys::cbpf::{self, FilterConfig, Service};
+    device_echo("phypk2", |_| {
+        let filter = cbpf::compile(&FilterConfig {
+            services: vec![Service {
+                addr: IpAddr::V4(VIP),
+                proto: 17,
+                ports: Some((VIP_PORT, VIP_PORT)),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        Box::new(move || {
+            let cfg = RingConfig {
+                block_size: 1 << 16,
+                block_nr: 4,
+                version: RingVersion::V2,
                 ..RingConfig::default()
             };
             let port = carpio::phy::afpacket::Port::new("lb0", &filter, &cfg).expect("ring");

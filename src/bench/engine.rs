@@ -16,7 +16,7 @@
 
 use crate::counters::Counters;
 use crate::phy::{Batch, DevDrop, Device, Verdict};
-use crate::sys::afpacket::RingConfig;
+use crate::sys::afpacket::{RingConfig, RingVersion};
 use crate::sys::cbpf::{BPF_K, BPF_RET, Insn};
 use crate::wire::checksum;
 use crate::wire::classify::LinkType;
@@ -615,6 +615,7 @@ pub fn run(cfg: &GenConfig, templates: &[Template]) -> io::Result<GenReport> {
         // Short block timeout: answers are timestamped by the kernel, but a quick hand-over
         // keeps the matching table small.
         retire_ms: 1,
+        version: RingVersion::V3,
         fanout_group: None,
     };
     let rx_port = crate::phy::afpacket::Port::new(&cfg.ifname, &accept_all(), &ring)?;
@@ -633,6 +634,7 @@ pub fn run(cfg: &GenConfig, templates: &[Template]) -> io::Result<GenReport> {
                 block_nr: 1,
                 frame_size: 2048,
                 retire_ms: 10,
+                version: RingVersion::V3,
                 fanout_group: None,
             },
         )?),
@@ -798,6 +800,7 @@ pub fn resolve_arp(
         block_nr: 4,
         frame_size: 2048,
         retire_ms: 1,
+        version: RingVersion::V3,
         fanout_group: None,
     };
     let mut port = crate::phy::afpacket::Port::new(ifname, &accept_all(), &ring)?;

@@ -51,7 +51,8 @@ pub struct BenchArgs {
     /// Offered rate of the UDP cases in packets per second (DNS gets half, NTP a quarter).
     #[arg(long, default_value_t = 50_000)]
     pub pps: u64,
-    /// Ingress of carpio in the lab: afpacket or afxdp.
+    /// Ingress of carpio in the lab: afpacket (its default ring), afpacket-v2, afpacket-v3 or
+    /// afxdp.
     #[arg(long, default_value = "afpacket")]
     pub ingress: String,
 }

@@ -817,8 +817,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     };
     let ingress = match args.ingress.as_str() {
         "afpacket" => "ingress afpacket",
+        // The two TPACKET layouts, to compare them (`ring v2|v3`, src/sys/afpacket.rs).
+        "afpacket-v2" => "ingress afpacket ring v2",
+        "afpacket-v3" => "ingress afpacket ring v3",
         "afxdp" => "ingress afxdp mode generic",
-        o => return Err(format!("unknown --ingress {o:?} (afpacket, afxdp)")),
+        o => {
+            return Err(format!(
+                "unknown --ingress {o:?} (afpacket, afpacket-v2, afpacket-v3, afxdp)"
+            ));
+        }
     };
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let out = args.out.canonicalize().map_err(|e| e.to_string())?;

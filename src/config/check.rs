@@ -590,6 +590,16 @@ fn check_carpio(config: &Config, broken: &[Span], d: &mut Vec<Diagnostic>) {
                 ),
             ));
         }
+        if i.ring.is_some() && i.ingress != Ingress::Afpacket {
+            d.push(err(
+                &i.span,
+                Reject::Conflict,
+                format!(
+                    "interface {}: ring v2|v3 only applies to ingress afpacket",
+                    i.name
+                ),
+            ));
+        }
     }
     // A vhid may appear once per parent device (ip_carp.c returns EINVAL otherwise).
     let mut vhids: HashMap<(Option<&str>, u8), &str> = HashMap::new();

@@ -149,6 +149,13 @@ pub enum Ingress {
     Pnet,
 }
 
+/// The TPACKET ring layout of `ingress afpacket` (`ring v2|v3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketRing {
+    V2,
+    V3,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
     Native,
@@ -161,6 +168,8 @@ pub struct InterfaceConfig {
     pub ingress: Ingress,
     pub queues: Option<u32>,
     pub mode: Option<XdpMode>,
+    /// `ring v2|v3` (afpacket only); `None` = the daemon's default (V3).
+    pub ring: Option<PacketRing>,
     pub span: Span,
 }
 

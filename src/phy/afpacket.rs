@@ -1,6 +1,6 @@
-//! [`Device`] over AF_PACKET ([`crate::sys::afpacket`]): a TPACKET_V3 ring (one per worker, in
-//! a PACKET_FANOUT hash group) filtered by a cBPF program, and sendmmsg transmit. Pair it with
-//! [`crate::sys::nft::IngressDrop`] so the host stack ignores the services carpio handles.
+//! [`Device`] over AF_PACKET ([`crate::sys::afpacket`]): a TPACKET_V2 or V3 ring (one per
+//! worker, in a PACKET_FANOUT hash group) filtered by a cBPF program, and sendmmsg transmit. Pair
+//! it with [`crate::sys::nft::IngressDrop`] so the host stack ignores the services carpio handles.
 
 use super::{Batch, DevDrop, Device, FRAME_MAX, Verdict};
 use crate::counters::Counters;

@@ -1,5 +1,5 @@
-//! AF_PACKET: a TPACKET_V3 receive ring (Documentation/networking/packet_mmap.rst) in a
-//! PACKET_FANOUT hash group, with a classic BPF filter ([`super::cbpf`]) so only carpio's
+//! AF_PACKET: a TPACKET_V3 or TPACKET_V2 receive ring (Documentation/networking/packet_mmap.rst)
+//! in a PACKET_FANOUT hash group, with a classic BPF filter ([`super::cbpf`]) so only carpio's
 //! traffic is copied into the ring, and transmission with sendmmsg(2).
 //!
 //! ```text
@@ -14,7 +14,23 @@
 //! full or its retire timer fires (`tp_retire_blk_tov`, so a quiet link still delivers within
 //! that many ms); we hand it back by writing TP_STATUS_KERNEL. Every offset and length read from
 //! a block is checked against the block before use: a bad one ends that block
-//! (`drop_packet_bad_block`), nothing panics.
+//! (`drop_packet_bad_block`), nothing panics; in V2 a slot whose frame would leave the slot is
+//! handed back unread (`drop_packet_bad_frame`).
+//!
+//! TPACKET_V2 ([`RingVersion::V2`]) has no blocks to retire: the ring is `frame_nr` fixed slots
+//! of `frame_size` bytes (never crossing a block), each starting with a `tpacket2_hdr` whose
+//! `tp_status` the kernel sets to TP_STATUS_USER the moment the frame is written, and poll(2)
+//! wakes on it (`tpacket_rcv` calls `sk_data_ready` per frame; `packet_poll` looks at the slot
+//! before the kernel's head). So a quiet link delivers each frame at once, where V3 waits for the
+//! block's retire timer (`tp_retire_blk_tov`, counted in jiffies: with HZ=250 "1 ms" is 4 ms), and
+//! a loaded link still hands over whatever is ready in one batch. The price: a slot per frame
+//! whatever its size, and one status word per frame to read and write back.
+//!
+//! ```text
+//!   V2 slot i at (i / per_block) * block_size + (i % per_block) * frame_size:
+//!           tpacket2_hdr { tp_status, tp_len, tp_snaplen, tp_mac, tp_net, tp_sec, tp_nsec, .. }
+//!           then (at tp_mac) the frame, which must end inside the slot
+//! ```
 //!
 //! AF_PACKET does not steal packets (feasibility.md §3): the kernel stack still sees every
 //! frame, so a VIP's traffic must also be dropped after the tap — see [`super::nft`].
@@ -32,6 +48,8 @@ use std::time::Duration;
 
 /// `TPACKET_V3` from `enum tpacket_versions` (linux/if_packet.h); missing from libc.
 pub const TPACKET_V3: libc::c_int = 2;
+/// `TPACKET_V2` from `enum tpacket_versions` (linux/if_packet.h).
+pub const TPACKET_V2: libc::c_int = 1;
 /// ETH_P_ALL in network byte order, as socket(2) and sockaddr_ll want it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 
@@ -45,13 +63,38 @@ const PKT_OFF_SEC: usize = 4;
 const PKT_OFF_NSEC: usize = 8;
 const PKT_OFF_SNAPLEN: usize = 12;
 const PKT_OFF_MAC: usize = 24;
+// Offsets in a V2 frame slot (struct tpacket2_hdr) and its size.
+const V2_OFF_STATUS: usize = 0;
+const V2_OFF_LEN: usize = 4;
+const V2_OFF_SNAPLEN: usize = 8;
+const V2_OFF_MAC: usize = 12;
+const V2_OFF_SEC: usize = 16;
+const V2_OFF_NSEC: usize = 20;
+const V2_HDR_LEN: usize = 32;
+/// The kernel's TPACKET_ALIGNMENT: V2 slots are multiples of it.
+const TPACKET_ALIGNMENT: u32 = 16;
 
 crate::named_counters! {
     /// Frames an AF_PACKET ring could not deliver.
     pub enum PacketDrop {
         /// A block header or packet header pointed outside its block (rest of block skipped).
         BadBlock = "drop_packet_bad_block",
+        /// A V2 frame slot whose header put the frame outside the slot (slot skipped).
+        BadFrame = "drop_packet_bad_frame",
+        /// A V2 frame longer than its slot, cut by the kernel (tp_len > tp_snaplen): never
+        /// forwarded cut.
+        Truncated = "drop_packet_truncated",
     }
+}
+
+/// Which TPACKET layout the receive ring uses (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RingVersion {
+    /// Per-frame slots, each handed over as soon as it is written.
+    V2,
+    /// Packed blocks, handed over when full or when the retire timer fires.
+    #[default]
+    V3,
 }
 
 /// Ring geometry and membership.
@@ -60,10 +103,12 @@ pub struct RingConfig {
     /// Bytes per block: a multiple of the page size.
     pub block_size: u32,
     pub block_nr: u32,
-    /// Upper bound of one packet slot (frames are packed in V3; this bounds tp_snaplen).
+    /// Upper bound of one packet slot (frames are packed in V3; this bounds tp_snaplen). In V2
+    /// every frame takes a whole slot of this size (a multiple of 16).
     pub frame_size: u32,
-    /// Milliseconds after which the kernel hands over a partly filled block.
+    /// Milliseconds after which the kernel hands over a partly filled block (V3 only).
     pub retire_ms: u32,
+    pub version: RingVersion,
     /// PACKET_FANOUT group id shared by the workers of one interface (hash mode); `None` = no
     /// fanout.
     pub fanout_group: Option<u16>,
@@ -76,9 +121,21 @@ impl Default for RingConfig {
             block_nr: 16,
             frame_size: 2048,
             retire_ms: 10,
+            version: RingVersion::V3,
             fanout_group: None,
         }
     }
+}
+
+/// A V2 slot size (a multiple of 16, at least 2048) that holds a whole frame of an interface of
+/// `mtu`: Ethernet header and two VLAN tags beyond the MTU, and the kernel's room before the
+/// frame (tpacket2_hdr + sockaddr_ll, aligned: tp_mac is 66 for Ethernet in `tpacket_rcv`),
+/// rounded up to 128.
+pub fn v2_frame_size(mtu: u32) -> u32 {
+    let need = mtu.saturating_add(14 + 8 + 128);
+    need.div_ceil(TPACKET_ALIGNMENT)
+        .saturating_mul(TPACKET_ALIGNMENT)
+        .max(2048)
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -155,7 +212,7 @@ pub fn attach_filter(fd: &impl AsRawFd, prog: &[Insn]) -> io::Result<()> {
     )
 }
 
-/// A TPACKET_V3 receive ring bound to one interface.
+/// A TPACKET_V3 or V2 receive ring bound to one interface.
 pub struct Ring {
     // Unmapped before the socket closes (field order is drop order).
     map: NonNull<u8>,
@@ -168,6 +225,12 @@ pub struct Ring {
     left: u32,
     next: usize,
     held: bool,
+    version: RingVersion,
+    /// V2: slot size, slots per block, slot count, and the cursor (next slot to look at).
+    frame_size: usize,
+    per_block: usize,
+    frame_nr: usize,
+    frame: usize,
     pub drops: Counters<{ PacketDrop::COUNT }>,
 }
 
@@ -186,10 +249,12 @@ impl Ring {
             || cfg.block_nr == 0
             || cfg.frame_size < 128
             || cfg.frame_size > cfg.block_size
+            || (cfg.version == RingVersion::V2 && !cfg.frame_size.is_multiple_of(TPACKET_ALIGNMENT))
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "TPACKET_V3 geometry: block_size a page multiple, 128 <= frame_size <= block_size",
+                "TPACKET geometry: block_size a page multiple, 128 <= frame_size <= block_size \
+                 (V2: frame_size a multiple of 16)",
             ));
         }
         let ifindex = super::afxdp::ifindex(ifname)?;
@@ -200,18 +265,33 @@ impl Ring {
         // CARP advertisements sent through a raw socket; carpio wants only what arrives.
         let one: libc::c_int = 1;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
         let frame_nr = (cfg.block_size / cfg.frame_size) * cfg.block_nr;
-        let req = libc::tpacket_req3 {
-            tp_block_size: cfg.block_size,
-            tp_block_nr: cfg.block_nr,
-            tp_frame_size: cfg.frame_size,
-            tp_frame_nr: frame_nr,
-            tp_retire_blk_tov: cfg.retire_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        match cfg.version {
+            RingVersion::V3 => {
+                setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)?;
+                let req = libc::tpacket_req3 {
+                    tp_block_size: cfg.block_size,
+                    tp_block_nr: cfg.block_nr,
+                    tp_frame_size: cfg.frame_size,
+                    tp_frame_nr: frame_nr,
+                    tp_retire_blk_tov: cfg.retire_ms,
+                    tp_sizeof_priv: 0,
+                    tp_feature_req_word: 0,
+                };
+                setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+            }
+            RingVersion::V2 => {
+                setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2)?;
+                // `packet_set_ring` wants tp_frame_nr = frames per block × blocks exactly.
+                let req = libc::tpacket_req {
+                    tp_block_size: cfg.block_size,
+                    tp_block_nr: cfg.block_nr,
+                    tp_frame_size: cfg.frame_size,
+                    tp_frame_nr: frame_nr,
+                };
+                setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+            }
+        }
         let map_len = cfg.block_size as usize * cfg.block_nr as usize;
         // SAFETY: maps the kernel's ring of an open packet socket; aliases nothing of ours.
         let p = unsafe {
@@ -238,6 +318,11 @@ impl Ring {
             left: 0,
             next: 0,
             held: false,
+            version: cfg.version,
+            frame_size: cfg.frame_size as usize,
+            per_block: (cfg.block_size / cfg.frame_size) as usize,
+            frame_nr: frame_nr as usize,
+            frame: 0,
             drops: Counters::default(),
         };
         bind(raw, ifindex)?;
@@ -272,6 +357,21 @@ impl Ring {
         }
     }
 
+    /// Offset of V2 slot `i` (< frame_nr): slots never cross a block.
+    fn slot(&self, i: usize) -> usize {
+        (i / self.per_block) * self.block_size + (i % self.per_block) * self.frame_size
+    }
+
+    fn slot_status(&self, i: usize) -> &AtomicU32 {
+        let off = self.slot(i) + V2_OFF_STATUS;
+        // An invariant of the cursor (kept below frame_nr by `recv_v2`), not input.
+        assert!(i < self.frame_nr && off + 4 <= self.map_len);
+        // SAFETY: i < frame_nr, so the slot lies inside the mapping (checked above); the slot
+        // starts at a page-aligned block plus a multiple of frame_size (a multiple of 16), so
+        // tp_status is 4-aligned; the kernel accesses it as a u32 with barriers.
+        unsafe { &*self.map.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
     fn u32_at(&self, off: usize) -> Option<u32> {
         let b = self.bytes().get(off..off.checked_add(4)?)?;
         Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -297,7 +397,78 @@ impl Ring {
     /// Calls `f(frame, ts_ns)` for up to `max` received frames; stops early when `f` returns
     /// false (the frame it was given is then delivered again on the next call). Returns the
     /// number of frames `f` accepted. Never blocks.
-    pub fn recv_with(&mut self, max: usize, mut f: impl FnMut(&[u8], u64) -> bool) -> usize {
+    pub fn recv_with(&mut self, max: usize, f: impl FnMut(&[u8], u64) -> bool) -> usize {
+        match self.version {
+            RingVersion::V3 => self.recv_v3(max, f),
+            RingVersion::V2 => self.recv_v2(max, f),
+        }
+    }
+
+    /// The ring's layout.
+    pub fn version(&self) -> RingVersion {
+        self.version
+    }
+
+    /// V2: walks the slots from the cursor while they are the user's, handing each back
+    /// (TP_STATUS_KERNEL) once `f` took it. A slot whose header puts the frame outside the slot
+    /// is handed back unread and counted.
+    fn recv_v2(&mut self, max: usize, mut f: impl FnMut(&[u8], u64) -> bool) -> usize {
+        let mut n = 0;
+        // Bad slots are skipped without counting towards `max`: bound the walk by the ring.
+        let mut looked = 0;
+        while n < max && looked < self.frame_nr {
+            looked += 1;
+            // Acquire: pairs with the kernel's smp_wmb + `__packet_set_status` in
+            // `tpacket_rcv`, so the frame it wrote is visible to our reads.
+            let st = self.slot_status(self.frame).load(Ordering::Acquire);
+            if st & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            let slot = self.slot(self.frame);
+            let hdr = (
+                self.u32_at(slot + V2_OFF_SNAPLEN),
+                self.u16_at(slot + V2_OFF_MAC),
+                self.u32_at(slot + V2_OFF_SEC),
+                self.u32_at(slot + V2_OFF_NSEC),
+                self.u32_at(slot + V2_OFF_LEN),
+            );
+            let frame = match hdr {
+                (Some(snap), Some(mac), Some(sec), Some(nsec), Some(len))
+                    if usize::from(mac) >= V2_HDR_LEN
+                        && usize::from(mac) + snap as usize <= self.frame_size =>
+                {
+                    let start = slot + usize::from(mac);
+                    let ts = u64::from(sec) * 1_000_000_000 + u64::from(nsec);
+                    // The kernel cuts a frame that does not fit its slot to the slot
+                    // (`tpacket_rcv`: snaplen = frame_size - macoff) and says so in tp_len.
+                    Some((start..start + snap as usize, ts, len > snap))
+                }
+                _ => None,
+            };
+            match frame {
+                Some((_, _, true)) => self.drops.add(PacketDrop::Truncated.index(), 1),
+                Some((range, ts, false)) => {
+                    let ok = match self.bytes().get(range) {
+                        Some(frame) => f(frame, ts),
+                        None => true,
+                    };
+                    if !ok {
+                        break;
+                    }
+                    n += 1;
+                }
+                None => self.drops.add(PacketDrop::BadFrame.index(), 1),
+            }
+            // Release: our reads of the slot happen before the kernel may refill it (it
+            // checks tp_status == TP_STATUS_KERNEL in `packet_current_frame`).
+            self.slot_status(self.frame)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.frame = (self.frame + 1) % self.frame_nr;
+        }
+        n
+    }
+
+    fn recv_v3(&mut self, max: usize, mut f: impl FnMut(&[u8], u64) -> bool) -> usize {
         let mut n = 0;
         while n < max {
             if !self.held {
@@ -366,7 +537,7 @@ impl Ring {
         n
     }
 
-    /// Waits up to `timeout` for a block (poll(2)).
+    /// Waits up to `timeout` for a block (V3) or a frame (V2) (poll(2)).
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -505,6 +676,17 @@ mod tests {
             TPACKET_V3,
             libc::tpacket_versions::TPACKET_V3 as libc::c_int
         );
+        assert_eq!(
+            TPACKET_V2,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int
+        );
+        assert_eq!(V2_OFF_STATUS, offset_of!(libc::tpacket2_hdr, tp_status));
+        assert_eq!(V2_OFF_LEN, offset_of!(libc::tpacket2_hdr, tp_len));
+        assert_eq!(V2_OFF_SNAPLEN, offset_of!(libc::tpacket2_hdr, tp_snaplen));
+        assert_eq!(V2_OFF_MAC, offset_of!(libc::tpacket2_hdr, tp_mac));
+        assert_eq!(V2_OFF_SEC, offset_of!(libc::tpacket2_hdr, tp_sec));
+        assert_eq!(V2_OFF_NSEC, offset_of!(libc::tpacket2_hdr, tp_nsec));
+        assert_eq!(V2_HDR_LEN, size_of::<libc::tpacket2_hdr>());
     }
 
     #[test]
@@ -514,5 +696,14 @@ mod tests {
             ..RingConfig::default()
         };
         assert!(Ring::new("lo", &[], &bad).is_err());
+        assert_eq!(v2_frame_size(1500), 2048);
+        assert_eq!(v2_frame_size(9000), 9152);
+        assert!(v2_frame_size(9000).is_multiple_of(TPACKET_ALIGNMENT));
+        let unaligned = RingConfig {
+            frame_size: 2000,
+            version: RingVersion::V2,
+            ..RingConfig::default()
+        };
+        assert!(Ring::new("lo", &[], &unaligned).is_err());
     }
 }

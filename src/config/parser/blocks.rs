@@ -6,7 +6,8 @@
 use super::*;
 
 impl Parser<'_> {
-    /// `interface NAME { ingress afxdp|afpacket|pnet [queues N] [mode native|generic] }`
+    /// `interface NAME { ingress afxdp|afpacket|pnet [queues N] [mode native|generic]
+    /// [ring v2|v3] }`
     pub(super) fn interface(&mut self, span: Span) -> R<()> {
         let (name, _) = self.string("interface name")?;
         let mut i = InterfaceConfig {
@@ -14,6 +15,7 @@ impl Parser<'_> {
             ingress: Ingress::Afpacket,
             queues: None,
             mode: None,
+            ring: None,
             span,
         };
         self.block(&mut |p| {
@@ -37,6 +39,14 @@ impl Parser<'_> {
                         XdpMode::Generic
                     } else {
                         return p.unexpected("'native' or 'generic'");
+                    });
+                } else if p.eat_kw("ring") {
+                    i.ring = Some(if p.eat_kw("v2") {
+                        PacketRing::V2
+                    } else if p.eat_kw("v3") {
+                        PacketRing::V3
+                    } else {
+                        return p.unexpected("'v2' or 'v3'");
                     });
                 } else {
                     return p.err(format!(
