@@ -3,20 +3,11 @@
 //! plot per scenario. The suite's lab cleans up after itself (namespaces and processes); this
 //! test checks that too.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn namespaces_of(pid: u32) -> Vec<String> {
     let out = Command::new("ip")
@@ -34,7 +25,7 @@ fn namespaces_of(pid: u32) -> Vec<String> {
 #[test]
 fn every_scenario_produces_numbers_and_a_plot() {
     assert!(
-        is_root(),
+        common::euid() == 0,
         "tests/bench_smoke.rs needs root (network namespaces)"
     );
     let dir = std::env::temp_dir().join(format!("carpio-bench-smoke-{}", std::process::id()));

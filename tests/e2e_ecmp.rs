@@ -31,6 +31,8 @@
 //!
 //! Figures (convergence and drain times) are printed; they are measured, never asserted.
 
+mod common;
+
 use carpio::lab::{Lab, VethConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -74,21 +76,13 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-fn euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
-}
-
 fn require_root_and_tools() {
     // A missing tool fails the test (never a silent skip): scripts/deps.sh installs them.
-    assert_eq!(euid(), 0, "e2e_ecmp needs root (network namespaces)");
+    assert_eq!(
+        common::euid(),
+        0,
+        "e2e_ecmp needs root (network namespaces)"
+    );
     for (tool, arg) in [
         ("ip", "-V"),
         ("ethtool", "--version"),

@@ -26,6 +26,8 @@
 //! --nocapture`) prints the share of connections surviving per scheduler, with and without
 //! pfsync, and the sync traffic per 1000 new flows.
 
+mod common;
+
 use carpio::lab::{Lab, VethConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -84,20 +86,12 @@ while True:
     u.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:] + ans, a)
 "#;
 
-fn euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
-}
-
 fn require_root_and_tools() {
-    assert_eq!(euid(), 0, "e2e_failover needs root (network namespaces)");
+    assert_eq!(
+        common::euid(),
+        0,
+        "e2e_failover needs root (network namespaces)"
+    );
     for tool in ["ip", "nft", "ethtool", PYTHON] {
         let ok = Command::new(tool)
             .arg(if tool == "ethtool" { "--version" } else { "-V" })

@@ -17,6 +17,8 @@
 //! holds is the server; the lab kills them and deletes the namespaces on drop, also when an
 //! assertion fails. Tests share one lock (the machine's two cores are shared).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -42,17 +44,6 @@ const HELLO_SHA1: [u8; 20] = [
     0xf5, 0x72, 0xd3, 0x96, 0xfa, 0xe9, 0x20, 0x66, 0x28, 0x71, 0x4f, 0xb2, 0xce, 0x00, 0xf7, 0x2e,
     0x94, 0xf2, 0x25, 0x8f,
 ];
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
 
 /// The absolute path of a tool; a missing tool fails the test (scripts/deps.sh installs it).
 fn need(tool: &str) -> String {
@@ -360,10 +351,7 @@ fn dns(name: &str, rcode: u8, answer: Option<&str>) -> Check {
 #[test]
 fn every_probe_against_real_servers_and_failures() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_health: not root, skipped");
-        return;
-    }
+    common::require_root("e2e_health");
     let mut env = lab("hcm");
     start_nginx(&mut env);
     start_unbound(&mut env);
@@ -653,10 +641,7 @@ fn every_probe_against_real_servers_and_failures() {
 #[test]
 fn backend_death_and_return() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_health: not root, skipped");
-        return;
-    }
+    common::require_root("e2e_health");
     let mut env = lab("hcd");
     let pid = start_nginx(&mut env);
     let interval = Duration::from_secs(1);
@@ -721,10 +706,7 @@ fn backend_death_and_return() {
 #[test]
 fn icmp_over_ping_socket() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_health: not root, skipped");
-        return;
-    }
+    common::require_root("e2e_health");
     let env = lab("hcp");
     let sysctl = need("sysctl");
     env.lab
@@ -777,10 +759,7 @@ fn icmp_over_ping_socket() {
 #[test]
 fn config_text_to_show_hosts() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_health: not root, skipped");
-        return;
-    }
+    common::require_root("e2e_health");
     let mut env = lab("hcc");
     start_unbound(&mut env);
     start_chrony(&mut env);

@@ -12,6 +12,8 @@
 //! the Lab removes namespaces and the capture process (by PID) on drop, also on failure. The
 //! tests in this file serialise on one lock.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -46,17 +48,6 @@ const CONF_B: &str = "flow table size 1024\n\
     table <web> { 198.18.1.2 lladdr \"02:00:00:00:01:02\", 198.18.1.1 lladdr \"02:00:00:00:01:01\" }\n\
     redirect smtp { listen on 198.18.0.11 tcp port 25\n forward to <web> port 2525 check icmp }\n\
     redirect dns { listen on 198.18.0.10 udp port 53\n forward to <web> check icmp }\n";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
 
 fn need_tool(name: &str) {
     let found = std::env::var_os("PATH")
@@ -241,10 +232,7 @@ fn unhex(s: &str) -> Vec<u8> {
 #[test]
 fn multicast_sync_carries_inserts_and_deletes_with_ttl_255() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
-        return;
-    }
+    common::require_root("e2e_pfsync");
     for t in ["ip", "tcpdump", "tshark"] {
         need_tool(t);
     }
@@ -453,10 +441,7 @@ fn send_raw(lab: &Lab, ns: &str, src: Ipv4Addr, dst: Ipv4Addr, ttl: u32, payload
 #[test]
 fn syncpeer_rejects_bad_ttl_and_strangers() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
-        return;
-    }
+    common::require_root("e2e_pfsync");
     need_tool("ip");
     let lab = lab("psync-peer");
     let epoch = Instant::now();
@@ -497,10 +482,7 @@ fn syncpeer_rejects_bad_ttl_and_strangers() {
 #[test]
 fn authenticated_sync_drops_unsigned_packets() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
-        return;
-    }
+    common::require_root("e2e_pfsync");
     need_tool("ip");
     let lab = lab("psync-auth");
     let epoch = Instant::now();
@@ -562,10 +544,7 @@ fn authenticated_sync_drops_unsigned_packets() {
 #[test]
 fn sync_link_down_demotes_carp_and_up_gives_it_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("e2e_pfsync: needs root (network namespaces); not run");
-        return;
-    }
+    common::require_root("e2e_pfsync");
     need_tool("ip");
     let lab = lab("psync-link");
     let b = start(&lab, "b", CONF_B, 0xb0b0_0002, None, Instant::now(), None);

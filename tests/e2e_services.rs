@@ -27,6 +27,8 @@
 //! namespaces only, 198.18.0.0/15 only, every process killed by PID (and every process left in
 //! our namespaces, for the servers that fork), namespaces deleted, also on failure.
 
+mod common;
+
 use carpio::lab::{Lab, VethConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,17 +50,6 @@ const CHRONY_TPL: &str = include_str!("../scripts/lab/chrony.conf.in");
 const SMTPD_TPL: &str = include_str!("../scripts/lab/smtpd.conf.in");
 const NGINX_TPL: &str = include_str!("../scripts/lab/nginx.conf.in");
 const CARPIO_TPL: &str = include_str!("../scripts/lab/carpio.conf.in");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Absolute path of `tool`; panics when it is missing (a missing tool fails the test).
 fn need(tool: &str) -> String {
@@ -758,7 +749,7 @@ fn ipip_case(env: &mut Env, tag: &dyn Fn(&str) -> String, f: &mut Failures) {
 fn real_services_through_carpio() {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
-        is_root(),
+        common::euid() == 0,
         "tests/e2e_services.rs needs root (network namespaces)"
     );
     for t in [

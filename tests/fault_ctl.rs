@@ -19,6 +19,8 @@
 //!
 //! Tests serialise on a file-local mutex; every wait is bounded by a deadline.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -112,27 +114,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse::<u32>().ok())
-        });
-    assert_eq!(uid, Some(0), "fault_ctl needs root (network namespaces)");
-    for tool in ["ip", "prlimit", PYTHON] {
-        let ok = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(ok, "{tool} is required by fault_ctl (scripts/deps.sh)");
     }
 }
 
@@ -278,7 +259,7 @@ fn is_error(r: &Response) -> bool {
 #[test]
 fn garbage_oversized_and_half_written_requests() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
     let dir = TempDir::new("garbage");
     let lab = topology("fctl-g", &dir);
     let sock = dir.path("carpio.sock");
@@ -434,7 +415,7 @@ fn garbage_oversized_and_half_written_requests() {
 #[test]
 fn rapid_reload_loop_keeps_serving() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
     let dir = TempDir::new("reload");
     let lab = topology("fctl-r", &dir);
     let sock = dir.path("carpio.sock");
@@ -495,7 +476,7 @@ fn rapid_reload_loop_keeps_serving() {
 #[test]
 fn relay_out_of_file_descriptors_refuses_and_recovers() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
     let dir = TempDir::new("nofile");
     let lab = topology("fctl-f", &dir);
     let sock = dir.path("carpio.sock");
@@ -622,7 +603,7 @@ fn slow_loris_clients_cannot_lock_carpioctl_out() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
     let dir = TempDir::new("loris");
     let lab = topology("fctl-s", &dir);
     let sock = dir.path("carpio.sock");
@@ -730,7 +711,7 @@ fn start_up_under_a_connection_flood_with_few_descriptors() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
     let dir = TempDir::new("flood");
     let lab = topology("fctl-u", &dir);
     let sock = dir.path("carpio.sock");

@@ -15,6 +15,8 @@
 //! All tests take one global lock: they share the machine's two cores and would otherwise
 //! perturb each other's timing-bounded loops.
 
+mod common;
+
 use carpio::counters::Counters;
 use carpio::lab::{Lab, VethConfig};
 use carpio::phy::{Batch, Device, Verdict};
@@ -42,17 +44,6 @@ const N_OTHER: usize = 30;
 const N_REAL: usize = 50;
 const N_TX: usize = 64;
 const DEADLINE: Duration = Duration::from_secs(5);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
 
 /// target/bpf/carpio_xdp.o, built with `make bpf` if missing.
 fn bpf_object() -> PathBuf {
@@ -170,10 +161,7 @@ fn meet(tx: &Sender<()>, rx: &Receiver<()>) {
 /// The whole scenario for one attach mode.
 fn run_afxdp(tag: &str, mode: AttachMode) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let obj = bpf_object();
     let t = topo(tag);
     let lab = &t.lab;
@@ -363,10 +351,7 @@ fn afxdp_generic_vip_only_and_tx() {
 #[test]
 fn lab_refuses_foreign_addresses_and_cleans_up() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let full;
     {
         let mut lab = Lab::new("cleanup").unwrap();
@@ -405,10 +390,7 @@ fn afpacket_cbpf_fanout_and_netdev_drop() {
     use carpio::sys::nft::IngressDrop;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let t = topo("afpkt");
     let lab = &t.lab;
     let svc = Service {
@@ -610,10 +592,7 @@ fn afpacket_v2_ring_walk_wraps_and_redelivers() {
     const BIG: u32 = 1000;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let t = topo("afv2");
     let lab = &t.lab;
     let filter = cbpf::compile(&FilterConfig {
@@ -761,10 +740,7 @@ type Setup = Box<dyn FnOnce() -> (Box<dyn Device>, Box<dyn std::any::Any>) + Sen
 /// Echo through a `phy::Device`: the sender's N requests to the VIP come back as N replies.
 fn device_echo(tag: &str, setup: impl FnOnce(&Topo) -> Setup) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let t = topo(tag);
     let setup = setup(&t);
     let lab = &t.lab;
@@ -1000,10 +976,7 @@ fn xdp_steers_each_kind_by_rule() {
     use std::net::Ipv6Addr;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let obj = bpf_object();
     let t = topo("xdprules");
     let lab = &t.lab;
@@ -1214,7 +1187,8 @@ fn afxdp_one_socket_per_queue() {
     use carpio::sys::cpu;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() || cpu::available() < 2 {
+    common::require_root("sys_netns");
+    if cpu::available() < 2 {
         eprintln!("skipped: needs root and 2 CPUs");
         return;
     }
@@ -1305,10 +1279,7 @@ fn afxdp_zero_copy_falls_back_to_copy_on_veth() {
     use carpio::sys::afxdp::ZeroCopy;
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let obj = bpf_object();
     let t = topo("xdpzc");
     let (req, auto) = t
@@ -1332,10 +1303,7 @@ fn afxdp_zero_copy_falls_back_to_copy_on_veth() {
 #[test]
 fn lab_bridge_connects_three_namespaces() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     let mut lab = Lab::new("bridge").unwrap();
     lab.ns("sw").unwrap();
     for (i, h) in ["a", "b", "c"].iter().enumerate() {
@@ -1375,10 +1343,7 @@ fn xdp_holder_child() {
 #[test]
 fn xdp_detaches_when_the_process_dies() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root("sys_netns");
     bpf_object();
     let mut t = topo("xdpkill");
     let flag = std::env::temp_dir().join(format!("cio-{}-xdpkill.flag", std::process::id()));

@@ -22,6 +22,11 @@ pub fn euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Fails (never skips) when not root: every netns test needs it, and CI runs as root.
+pub fn require_root(test: &str) {
+    assert_eq!(euid(), 0, "{test} needs root (network namespaces)");
+}
+
 /// Fails (never skips) when not root or when a tool is missing.
 pub fn require_root_and(test: &str, tools: &[&str]) {
     assert_eq!(euid(), 0, "{test} needs root (network namespaces)");
