@@ -411,42 +411,6 @@ fn dns_outage(log: &DnsLog, from: Instant) -> (Option<Duration>, usize) {
     (None, missed)
 }
 
-/// Sends `token` through every connection, then reads every answer (all before `deadline`):
-/// the backend that answered each one, or `None` (reset, timeout, wrong echo).
-fn echo_all(
-    conns: &mut [BufReader<TcpStream>],
-    token: &str,
-    limit: Duration,
-) -> Vec<Option<String>> {
-    for (i, c) in conns.iter_mut().enumerate() {
-        let _ = c.get_mut().write_all(format!("{token}-{i}\n").as_bytes());
-    }
-    let deadline = Instant::now() + limit;
-    conns
-        .iter_mut()
-        .enumerate()
-        .map(|(i, c)| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            c.get_ref()
-                .set_read_timeout(Some(left.max(Duration::from_millis(10))))
-                .ok()?;
-            let mut line = String::new();
-            c.read_line(&mut line).ok()?;
-            let (name, rest) = line.trim_end().split_once(' ')?;
-            (rest == format!("{token}-{i}")).then(|| name.to_owned())
-        })
-        .collect()
-}
-
-/// Connections whose answer came from the backend they started on.
-fn kept(first: &[Option<String>], now: &[Option<String>]) -> usize {
-    first
-        .iter()
-        .zip(now)
-        .filter(|(a, b)| a.is_some() && a == b)
-        .count()
-}
-
 /// What one run measured.
 #[derive(Debug)]
 struct Outcome {
@@ -514,7 +478,7 @@ fn scenario(tag: &str, setup: Setup, strict: bool) -> Outcome {
                 })
                 .unwrap()
                 .unwrap_or_else(|e| panic!("connect: {e}\n{}", diag(&[&a, &b])));
-            let first = echo_all(&mut conns, "start", Duration::from_secs(10));
+            let first = common::echo_all(&mut conns, "start", Duration::from_secs(10), ' ');
             assert!(
                 first.iter().all(Option::is_some),
                 "every connection answers before the failover: {first:?}\n{}",
@@ -551,9 +515,9 @@ fn scenario(tag: &str, setup: Setup, strict: bool) -> Outcome {
                     .all(|n| n.counter("daemon_reloads").unwrap_or(0) >= 1)
             });
             assert!(reloaded.is_some(), "reloads:\n{}", diag(&[&a, &b]));
-            let again = echo_all(&mut conns, "reloaded", Duration::from_secs(10));
+            let again = common::echo_all(&mut conns, "reloaded", Duration::from_secs(10), ' ');
             assert_eq!(
-                kept(&first, &again),
+                common::kept(&first, &again),
                 CONNS,
                 "a reload keeps flows: {again:?}"
             );
@@ -564,8 +528,8 @@ fn scenario(tag: &str, setup: Setup, strict: bool) -> Outcome {
             for ifname in ["lb0", "sy0"] {
                 lab.ip("a", &["link", "set", ifname, "down"]).unwrap();
             }
-            let after = echo_all(&mut conns, "failover", Duration::from_secs(20));
-            let failover_kept = kept(&first, &after);
+            let after = common::echo_all(&mut conns, "failover", Duration::from_secs(20), ' ');
+            let failover_kept = common::kept(&first, &after);
             let master = poll(Duration::from_secs(10), || {
                 b.carp_state().as_deref() == Some("MASTER")
             });
@@ -602,8 +566,8 @@ fn scenario(tag: &str, setup: Setup, strict: bool) -> Outcome {
                     diag(&[&a])
                 );
             }
-            let last = echo_all(&mut conns, "failback", Duration::from_secs(20));
-            let failback_kept = kept(&first, &last);
+            let last = common::echo_all(&mut conns, "failback", Duration::from_secs(20), ' ');
+            let failback_kept = common::kept(&first, &last);
             poll(DNS_OUTAGE_MAX, || dns_outage(&log, failed_back).0.is_some());
             // The outage of the failback began before `a` was seen as master: measure from the
             // last answered query before it.

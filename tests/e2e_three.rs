@@ -40,7 +40,7 @@ mod common;
 use carpio::carp::balance::owner_index;
 use carpio::lab::{Lab, VethConfig};
 use common::{Daemon, TempDir, carpioctl, counter, text};
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -339,42 +339,6 @@ fn topology(tag: &str, dir: &TempDir) -> Lab {
     lab
 }
 
-/// Sends `token-i\n` through every connection, then reads every answer (all before `limit`):
-/// the backend that answered each, or `None` (reset, timeout, wrong echo).
-fn echo_all(
-    conns: &mut [BufReader<TcpStream>],
-    token: &str,
-    limit: Duration,
-) -> Vec<Option<String>> {
-    for (i, c) in conns.iter_mut().enumerate() {
-        let _ = c.get_mut().write_all(format!("{token}-{i}\n").as_bytes());
-    }
-    let deadline = Instant::now() + limit;
-    conns
-        .iter_mut()
-        .enumerate()
-        .map(|(i, c)| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            c.get_ref()
-                .set_read_timeout(Some(left.max(Duration::from_millis(10))))
-                .ok()?;
-            let mut line = String::new();
-            c.read_line(&mut line).ok()?;
-            let (name, rest) = line.trim_end().split_once(':')?;
-            (rest == format!("{token}-{i}")).then(|| name.to_owned())
-        })
-        .collect()
-}
-
-/// Connections whose answer came from the backend they started on.
-fn kept(first: &[Option<String>], now: &[Option<String>]) -> usize {
-    first
-        .iter()
-        .zip(now)
-        .filter(|(a, b)| a.is_some() && a == b)
-        .count()
-}
-
 /// Per UDP stream, every query: when it was sent and the backend that answered (or `None`).
 type UdpLog = Arc<Mutex<Vec<Vec<(Instant, Option<String>)>>>>;
 
@@ -542,7 +506,7 @@ fn scenario(tag: &str, setup: Setup) -> String {
             })
             .unwrap()
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", diag(&nodes)));
-        let first = echo_all(&mut conns, "start", Duration::from_secs(10));
+        let first = common::echo_all(&mut conns, "start", Duration::from_secs(10), ':');
         assert!(
             first.iter().all(Option::is_some),
             "every connection answers: {first:?}\n{}",
@@ -612,9 +576,9 @@ fn scenario(tag: &str, setup: Setup) -> String {
                 nodes.iter().all(|n| n.counter("daemon_reloads") >= 1)
             });
             assert!(reloaded.is_some(), "reloads:\n{}", diag(&nodes));
-            let again = echo_all(&mut conns, "reloaded", Duration::from_secs(10));
+            let again = common::echo_all(&mut conns, "reloaded", Duration::from_secs(10), ':');
             assert_eq!(
-                kept(&first, &again),
+                common::kept(&first, &again),
                 CONNS,
                 "a reload keeps flows: {again:?}"
             );
@@ -635,8 +599,8 @@ fn scenario(tag: &str, setup: Setup) -> String {
             nodes[1].masters(1) && nodes[2].carp()[0] == "BACKUP"
         });
         assert!(heir.is_some(), "n2 alone masters vhid 1:\n{}", diag(&nodes));
-        let after = echo_all(&mut conns, "failover", Duration::from_secs(20));
-        let failover_kept = kept(&first, &after);
+        let after = common::echo_all(&mut conns, "failover", Duration::from_secs(20), ':');
+        let failover_kept = common::kept(&first, &after);
         assert_eq!(
             failover_kept,
             CONNS,
@@ -681,8 +645,8 @@ fn scenario(tag: &str, setup: Setup) -> String {
             diag(&nodes)
         );
         let failback = restarted.elapsed();
-        let last = echo_all(&mut conns, "failback", Duration::from_secs(20));
-        let failback_kept = kept(&first, &last);
+        let last = common::echo_all(&mut conns, "failback", Duration::from_secs(20), ':');
+        let failback_kept = common::kept(&first, &last);
         assert_eq!(
             failback_kept,
             CONNS,

@@ -262,3 +262,42 @@ pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Sends `token-i\n` through connection i of `conns`, then reads every answer (all before
+/// `limit`): the backend that answered each (the echo is `NAME{sep}token-i`), or `None`
+/// (reset, timeout, wrong echo).
+pub fn echo_all(
+    conns: &mut [std::io::BufReader<std::net::TcpStream>],
+    token: &str,
+    limit: Duration,
+    sep: char,
+) -> Vec<Option<String>> {
+    use std::io::{BufRead, Write};
+    for (i, c) in conns.iter_mut().enumerate() {
+        let _ = c.get_mut().write_all(format!("{token}-{i}\n").as_bytes());
+    }
+    let deadline = Instant::now() + limit;
+    conns
+        .iter_mut()
+        .enumerate()
+        .map(|(i, c)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            c.get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(10))))
+                .ok()?;
+            let mut line = String::new();
+            c.read_line(&mut line).ok()?;
+            let (name, rest) = line.trim_end().split_once(sep)?;
+            (rest == format!("{token}-{i}")).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// How many connections answered from the backend they started on.
+pub fn kept(first: &[Option<String>], now: &[Option<String>]) -> usize {
+    first
+        .iter()
+        .zip(now)
+        .filter(|(a, b)| a.is_some() && a == b)
+        .count()
+}
