@@ -473,6 +473,18 @@ fn rapid_reload_loop_keeps_serving() {
     eprintln!("fault_ctl: 100 reloads ({good} good, {bad} refused) in {took:?}");
 }
 
+/// The descriptors a daemon started without a limit holds at rest.
+fn fds_at_rest(lab: &Lab, conf: &Path, dir: &TempDir) -> usize {
+    let mut d = start(lab, conf, dir, None);
+    wait_echo(lab, &d, "unlimited");
+    wait_started(&mut d);
+    // Idle again (the probe session closed): count after the relay let go of it.
+    std::thread::sleep(Duration::from_millis(300));
+    let n = d.open_fds();
+    assert!(n > 3, "could not count the daemon's descriptors");
+    n
+}
+
 #[test]
 fn relay_out_of_file_descriptors_refuses_and_recovers() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -483,15 +495,7 @@ fn relay_out_of_file_descriptors_refuses_and_recovers() {
     let conf = dir.path("carpio.conf");
     std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
     // Measure what the daemon needs at rest, then run it again with only a few to spare.
-    let base = {
-        let mut d = start(&lab, &conf, &dir, None);
-        wait_echo(&lab, &d, "unlimited");
-        wait_started(&mut d);
-        // Idle again (the probe session closed): count after the relay let go of it.
-        std::thread::sleep(Duration::from_millis(300));
-        d.open_fds()
-    };
-    assert!(base > 3, "could not count the daemon's descriptors");
+    let base = fds_at_rest(&lab, &conf, &dir);
     // Room for a handful of sessions (two sockets and up to two splice pipes each); 60
     // clients need far more.
     let limit = base as u64 + 16;
@@ -717,14 +721,7 @@ fn start_up_under_a_connection_flood_with_few_descriptors() {
     let sock = dir.path("carpio.sock");
     let conf = dir.path("carpio.conf");
     std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
-    let base = {
-        let mut d = start(&lab, &conf, &dir, None);
-        wait_echo(&lab, &d, "unlimited");
-        wait_started(&mut d);
-        std::thread::sleep(Duration::from_millis(300));
-        d.open_fds()
-    };
-    assert!(base > 3, "could not count the daemon's descriptors");
+    let base = fds_at_rest(&lab, &conf, &dir);
     let limit = base as u64 + 16;
 
     // Four threads in the client namespace connect as fast as they can (a refused connect is
