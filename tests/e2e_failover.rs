@@ -493,8 +493,14 @@ fn scenario(tag: &str, setup: Setup, strict: bool) -> Outcome {
             if setup.pfsync {
                 // The backup holds every connection's state (the replication delay is at most
                 // pfsync's 1 s flush; a failover inside it loses the newest flows, as on OpenBSD).
+                // Counted from b's `show states` (TCP flows a peer sent), not its flow total,
+                // which the DNS stream's flows fill up too.
                 let synced = poll(Duration::from_secs(15), || {
-                    b.counter("flows").unwrap_or(0) >= CONNS as u64
+                    let st = b.ctl(&["show", "states"]);
+                    st.lines()
+                        .filter(|l| l.starts_with("tcp ") && l.ends_with("origin pfsync"))
+                        .count()
+                        >= CONNS
                 });
                 assert!(synced.is_some(), "b holds the flows:\n{}", diag(&[&a, &b]));
             }
