@@ -583,9 +583,10 @@ fn open_interface(
             // floor, counted in jiffies: 4 ms at HZ=250). V2 hands over each frame as it lands
             // (README "Performance": 10x lower latency at moderate rates, the same throughput
             // under overload in `carpio bench`); its 8192 slots of 2 KiB take the same 16 MiB
-            // as V3's blocks. V3 stays the default for now: with V2, e2e_failover's
-            // least-states case lost its last connection after the failover in 3 of 9 runs
-            // (V3: 0 of 9), a race not yet understood.
+            // as V3's blocks. V3 stays the default for now: AF_PACKET sees frames after GRO,
+            // which carpio does not turn off, and a merged TCP burst overflows a 2 KiB slot
+            // (README "AF_PACKET ring layout"; the failover race once seen with V2 was the
+            // test's, fixed).
             let rcfg = match ic.ring.unwrap_or(config::PacketRing::V3) {
                 config::PacketRing::V3 => afpacket::RingConfig {
                     fanout_group: (queues > 1).then_some(0x4300 + index as u16),
