@@ -322,9 +322,10 @@ impl Flow {
     }
     /// The flow `key` + `new` describe, outside any table, seen at `last_seen` and expiring at
     /// `expire`: what the pfsync shell hands the daemon's `show states` mirror for a state a
-    /// peer sent (the workers build theirs in [`FlowTable::insert`]). The identity and pf
-    /// state come from an `Origin::Sync`; a `Local` origin gives creator 0, id 0 and the
-    /// first state of `key.proto`.
+    /// peer sent, and what [`FlowTable::insert`] stores once it has decided the identity and
+    /// state of a local flow. The identity and pf state come from an `Origin::Sync`; a `Local`
+    /// origin gives creator 0, id 0 and the first state of `key.proto`.
+    #[inline]
     pub fn detached(key: &Key, new: &NewFlow, last_seen: u32, expire: u32) -> Flow {
         let (id, track) = match new.origin {
             Origin::Sync(id, track) => (id, track),
@@ -634,23 +635,12 @@ impl FlowTable {
             Origin::Sync(id, track) => (id, track, false),
         };
         let timeout = self.timeouts.get(track.class, new.session_timeout);
-        let mut f = Flow {
-            client: key.client,
-            client_port: key.client_port,
-            vip_port: key.vip_port,
-            backend_port: new.backend_port,
-            vip: key.vip,
-            service: new.service,
-            backend: new.backend,
-            proto: key.proto,
-            peers: 0,
-            creator: id.creator,
-            flags: if new.one_sided { FLAG_ONE_SIDED } else { 0 },
-            last_seen: now,
-            expire: now.saturating_add(timeout),
-            id: id.id,
+        // The identity and state just decided, as a synced flow carries them.
+        let stamped = NewFlow {
+            origin: Origin::Sync(id, track),
+            ..*new
         };
-        f.set_track(track);
+        let f = Flow::detached(key, &stamped, now, now.saturating_add(timeout));
         if let Some(slot) = self.entries.get_mut(e as usize) {
             *slot = f;
         }
