@@ -20,6 +20,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use carpio::bench::failover::{has_vip, wait};
 use carpio::carp::shell::{self, ShellConfig, VipMode};
 use carpio::carp::{InterfaceConfig, NodeConfig, State};
 use carpio::lab::{Lab, VethConfig};
@@ -75,23 +76,6 @@ fn topology(tag: &str) -> std::io::Result<Lab> {
     lab.addr("n1", "eth0", "198.18.6.1/24")?;
     lab.addr("n2", "eth0", "198.18.6.2/24")?;
     Ok(lab)
-}
-
-fn has_vip(lab: &Lab, n: &str) -> bool {
-    lab.ip(n, &["-o", "-4", "addr", "show"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
-        .unwrap_or(false)
-}
-
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 /// Setting under test: how to start node `i` (1 = preferred master).

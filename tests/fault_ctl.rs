@@ -117,6 +117,28 @@ impl Drop for Daemon {
     }
 }
 
+/// What every test here starts from, one at a time (the returned guard): root and the tools
+/// checked, a temporary directory, the lab, and a valid configuration written.
+fn setup(
+    dir_tag: &str,
+    lab_tag: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    TempDir,
+    Lab,
+    PathBuf,
+    PathBuf,
+) {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
+    let dir = TempDir::new(dir_tag);
+    let lab = topology(lab_tag, &dir);
+    let sock = dir.path("carpio.sock");
+    let conf = dir.path("carpio.conf");
+    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    (g, dir, lab, sock, conf)
+}
+
 fn config(sock: &Path, broken: bool, timeout: u32) -> String {
     format!(
         "# fault_ctl\ncontrol socket \"{}\"\ninterface l0 {{ ingress afpacket }}\n\
@@ -258,13 +280,7 @@ fn is_error(r: &Response) -> bool {
 
 #[test]
 fn garbage_oversized_and_half_written_requests() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
-    let dir = TempDir::new("garbage");
-    let lab = topology("fctl-g", &dir);
-    let sock = dir.path("carpio.sock");
-    let conf = dir.path("carpio.conf");
-    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let (_g, dir, lab, sock, conf) = setup("garbage", "fctl-g");
     let mut d = start(&lab, &conf, &dir, None);
     wait_echo(&lab, &d, "at start");
     let requests_before = counter(&sock, "daemon_ctl_requests");
@@ -414,13 +430,7 @@ fn garbage_oversized_and_half_written_requests() {
 
 #[test]
 fn rapid_reload_loop_keeps_serving() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
-    let dir = TempDir::new("reload");
-    let lab = topology("fctl-r", &dir);
-    let sock = dir.path("carpio.sock");
-    let conf = dir.path("carpio.conf");
-    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let (_g, dir, lab, sock, conf) = setup("reload", "fctl-r");
     let mut d = start(&lab, &conf, &dir, None);
     wait_echo(&lab, &d, "at start");
     // A connection opened before the loop must survive it.
@@ -487,13 +497,7 @@ fn fds_at_rest(lab: &Lab, conf: &Path, dir: &TempDir) -> usize {
 
 #[test]
 fn relay_out_of_file_descriptors_refuses_and_recovers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
-    let dir = TempDir::new("nofile");
-    let lab = topology("fctl-f", &dir);
-    let sock = dir.path("carpio.sock");
-    let conf = dir.path("carpio.conf");
-    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let (_g, dir, lab, sock, conf) = setup("nofile", "fctl-f");
     // Measure what the daemon needs at rest, then run it again with only a few to spare.
     let base = fds_at_rest(&lab, &conf, &dir);
     // Room for a handful of sessions (two sockets and up to two splice pipes each); 60
@@ -606,13 +610,7 @@ fn slow_loris_clients_cannot_lock_carpioctl_out() {
     use carpio::ctl::server::{MAX_CLIENTS, REQUEST_TIMEOUT};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
-    let dir = TempDir::new("loris");
-    let lab = topology("fctl-s", &dir);
-    let sock = dir.path("carpio.sock");
-    let conf = dir.path("carpio.conf");
-    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let (_g, dir, lab, sock, conf) = setup("loris", "fctl-s");
     let mut d = start(&lab, &conf, &dir, None);
     wait_echo(&lab, &d, "at start");
     wait_started(&mut d);
@@ -714,13 +712,7 @@ fn slow_loris_clients_cannot_lock_carpioctl_out() {
 fn start_up_under_a_connection_flood_with_few_descriptors() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::require_root_and("fault_ctl", &["ip", "prlimit", PYTHON]);
-    let dir = TempDir::new("flood");
-    let lab = topology("fctl-u", &dir);
-    let sock = dir.path("carpio.sock");
-    let conf = dir.path("carpio.conf");
-    std::fs::write(&conf, config(&sock, false, 60)).expect("conf");
+    let (_g, dir, lab, sock, conf) = setup("flood", "fctl-u");
     let base = fds_at_rest(&lab, &conf, &dir);
     let limit = base as u64 + 16;
 

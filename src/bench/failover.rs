@@ -73,13 +73,15 @@ fn topology() -> Result<Lab, String> {
     Ok(lab)
 }
 
-fn has_vip(lab: &Lab, n: &str) -> bool {
+/// Whether lab node `n` holds the failover VIP (198.18.6.10) on an interface.
+pub fn has_vip(lab: &Lab, n: &str) -> bool {
     lab.ip(n, &["-o", "-4", "addr", "show"])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
         .unwrap_or(false)
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Polls `f` every 10 ms until it holds or `limit` passes; whether it held.
+pub fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
         if f() {
